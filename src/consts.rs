@@ -1,0 +1,43 @@
+//! Every label, annotation and env name the webhook reads or writes, in one place.
+
+/// Namespace label that opts a namespace in (matched by the webhook configuration's namespaceSelector).
+pub const NAMESPACE_OPT_IN_LABEL: &str = "harbor-iam-webhook/inject";
+/// Pod annotation: `disabled` leaves the pod alone.
+pub const INJECT_ANNOTATION: &str = "harbor-iam-webhook/inject";
+pub const INJECT_DISABLED: &str = "disabled";
+/// Pod annotation written on every pod the webhook changed (informational, never trusted).
+pub const STATUS_ANNOTATION: &str = "harbor-iam-webhook/status";
+pub const STATUS_INJECTED: &str = "injected";
+/// Pod annotation overriding the configured AWS region.
+pub const REGION_ANNOTATION: &str = "harbor-iam-webhook/aws-region";
+
+/// Default labels that mark a pod as Harbor (any one matches).
+pub const DEFAULT_HARBOR_LABELS: &[(&str, &str)] = &[
+    ("app", "harbor"),
+    ("app.kubernetes.io/name", "harbor"),
+    ("app.kubernetes.io/name", "harbor-next"),
+    ("app.kubernetes.io/part-of", "harbor"),
+];
+/// Default component label keys, first match wins (`app.kubernetes.io/component` beats `component`).
+pub const DEFAULT_COMPONENT_LABELS: &[&str] = &["app.kubernetes.io/component", "component"];
+
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "harbor-sa";
+/// Images known to carry the RDS IAM code: the harbor-next builds.
+pub const DEFAULT_IAM_CAPABLE_IMAGES: &[&str] = &["8gears.container-registry.com/8gcr/harbor-*"];
+
+// Env names Harbor reads.
+pub const POSTGRESQL_USE_IAM_AUTH: &str = "POSTGRESQL_USE_IAM_AUTH";
+pub const POSTGRESQL_AWS_REGION: &str = "POSTGRESQL_AWS_REGION";
+pub const POSTGRESQL_SSLMODE: &str = "POSTGRESQL_SSLMODE";
+pub const POSTGRESQL_PASSWORD: &str = "POSTGRESQL_PASSWORD";
+pub const POSTGRESQL_URL: &str = "POSTGRESQL_URL";
+pub const HARBOR_DATABASE_USE_IAM_AUTH: &str = "HARBOR_DATABASE_USE_IAM_AUTH";
+pub const HARBOR_DATABASE_AWS_REGION: &str = "HARBOR_DATABASE_AWS_REGION";
+pub const HARBOR_DATABASE_SSLMODE: &str = "HARBOR_DATABASE_SSLMODE";
+pub const HARBOR_DATABASE_PASSWORD: &str = "HARBOR_DATABASE_PASSWORD";
+/// Feature gate every harbor-next DB client checks before it uses IAM auth.
+pub const IAM_FEATURE_GATE: &str = "HARBOR_ENABLE_COMMERCIAL_AWS_RDS_IAM_AUTH";
+
+/// sslmode values at least as strong as `require` (libpq compares case-sensitively).
+pub const STRONG_SSLMODES: &[&str] = &["require", "verify-ca", "verify-full"];
+pub const SSLMODE_REQUIRE: &str = "require";

@@ -1,0 +1,278 @@
+use k8s_openapi::api::core::v1::{
+    Container, EnvFromSource, EnvVar, EnvVarSource, PodSpec, SecretEnvSource, SecretKeySelector,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::*;
+use crate::mutate::env::is_blank;
+
+const CAPABLE: &str = "8gears.container-registry.com/8gcr/harbor-core:v2.15.0";
+
+fn cfg() -> MutateConfig {
+    MutateConfig::new("eu-west-1")
+}
+
+fn mk_container(name: &str, env: Vec<EnvVar>, env_from_secret: Option<&str>) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(CAPABLE.into()),
+        env: (!env.is_empty()).then_some(env),
+        env_from: env_from_secret.map(|s| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource { name: s.into(), optional: None }),
+                ..Default::default()
+            }]
+        }),
+        ..Default::default()
+    }
+}
+
+fn mk_pod(labels: &[(&str, &str)], containers: Vec<Container>) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            namespace: Some("harbor".into()),
+            generate_name: Some("harbor-core-abc-".into()),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            service_account_name: Some("default".into()),
+            service_account: Some("default".into()),
+            containers,
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+fn core_pod(containers: Vec<Container>) -> Pod {
+    mk_pod(&[("app", "harbor"), ("component", "core")], containers)
+}
+
+fn lit(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+}
+
+fn secret(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: None }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn env_of<'a>(pod: &'a Pod, container: &str) -> &'a [EnvVar] {
+    let spec = pod.spec.as_ref().unwrap();
+    let c = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == container)
+        .unwrap();
+    c.env.as_deref().unwrap_or(&[])
+}
+
+fn value<'a>(pod: &'a Pod, container: &str, name: &str) -> Option<&'a str> {
+    let found: Vec<_> = env_of(pod, container).iter().filter(|e| e.name == name).collect();
+    assert!(found.len() <= 1, "{name} appears {} times", found.len());
+    found.first().map(|e| e.value.as_deref().unwrap_or(""))
+}
+
+#[test]
+fn core_gets_iam_env_sa_sslmode_and_blank_password() {
+    let pod = core_pod(vec![mk_container("core", vec![lit("CORE_SECRET", "x")], Some("harbor-core"))]);
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert_eq!(m.outcome, Outcome::Applied(Component::Core));
+    assert_eq!(value(&m.pod, "core", "POSTGRESQL_USE_IAM_AUTH"), Some("true"));
+    assert_eq!(value(&m.pod, "core", "POSTGRESQL_AWS_REGION"), Some("eu-west-1"));
+    assert_eq!(value(&m.pod, "core", "HARBOR_ENABLE_COMMERCIAL_AWS_RDS_IAM_AUTH"), Some("true"));
+    assert_eq!(value(&m.pod, "core", "POSTGRESQL_PASSWORD"), Some(""));
+    // No ConfigMap facts and envFrom has none: "no source" -> require.
+    assert_eq!(value(&m.pod, "core", "POSTGRESQL_SSLMODE"), Some("require"));
+    let spec = m.pod.spec.as_ref().unwrap();
+    assert_eq!(spec.service_account_name.as_deref(), Some("harbor-sa"));
+    assert_eq!(spec.service_account.as_deref(), Some("harbor-sa"));
+    assert_eq!(m.pod.metadata.annotations.as_ref().unwrap()[STATUS_ANNOTATION], "injected");
+    assert_eq!(env_of(&m.pod, "core")[0], lit("CORE_SECRET", "x"), "existing entries stay first");
+    assert_eq!(m.audit["component"], "core");
+    assert_eq!(m.audit["service-account"], "default -> harbor-sa");
+}
+
+#[test]
+fn exporter_uses_its_own_names_and_blanks_both_passwords() {
+    let pod = mk_pod(
+        &[("app", "harbor"), ("component", "exporter")],
+        vec![mk_container("exporter", vec![secret("HARBOR_DATABASE_PASSWORD", "x", "k")], Some("harbor-exporter"))],
+    );
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert_eq!(value(&m.pod, "exporter", "HARBOR_DATABASE_USE_IAM_AUTH"), Some("true"));
+    assert_eq!(value(&m.pod, "exporter", "HARBOR_DATABASE_AWS_REGION"), Some("eu-west-1"));
+    assert_eq!(value(&m.pod, "exporter", "HARBOR_DATABASE_SSLMODE"), Some("require"));
+    assert_eq!(value(&m.pod, "exporter", "HARBOR_DATABASE_PASSWORD"), Some(""));
+    assert_eq!(value(&m.pod, "exporter", "POSTGRESQL_PASSWORD"), Some(""));
+    assert_eq!(value(&m.pod, "exporter", "POSTGRESQL_USE_IAM_AUTH"), None);
+    assert!(m.warnings.iter().any(|w| w.contains("HARBOR_DATABASE_PASSWORD no longer takes Secret x key k")));
+}
+
+#[test]
+fn jobservice_has_no_sslmode_and_blanks_only_with_env_from_secret() {
+    let labels = [("app.kubernetes.io/name", "harbor-next"), ("app.kubernetes.io/component", "jobservice")];
+    let pod = mk_pod(&labels, vec![mk_container("jobservice", vec![], Some("harbor-jobservice"))]);
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert_eq!(value(&m.pod, "jobservice", "POSTGRESQL_USE_IAM_AUTH"), Some("true"));
+    assert_eq!(value(&m.pod, "jobservice", "POSTGRESQL_SSLMODE"), None);
+    assert_eq!(value(&m.pod, "jobservice", "POSTGRESQL_PASSWORD"), Some(""));
+
+    let pod = mk_pod(&labels, vec![mk_container("jobservice", vec![], None)]);
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert_eq!(value(&m.pod, "jobservice", "POSTGRESQL_PASSWORD"), None);
+}
+
+#[test]
+fn init_containers_get_blanking_only() {
+    let mut pod = core_pod(vec![mk_container("core", vec![], None)]);
+    pod.spec.as_mut().unwrap().init_containers =
+        Some(vec![mk_container("init", vec![lit("POSTGRESQL_PASSWORD", "hunter2")], None)]);
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert_eq!(value(&m.pod, "init", "POSTGRESQL_PASSWORD"), Some(""));
+    assert_eq!(value(&m.pod, "init", "POSTGRESQL_USE_IAM_AUTH"), None);
+    assert!(m.warnings.iter().all(|w| !w.contains("hunter2")));
+    assert!(m.warnings.iter().any(|w| w.contains("container init: POSTGRESQL_PASSWORD no longer takes a literal value")));
+}
+
+#[test]
+fn user_values_kept_when_same_meaning_replaced_with_warning_otherwise() {
+    let pod = core_pod(vec![mk_container(
+        "core",
+        vec![
+            lit("POSTGRESQL_USE_IAM_AUTH", "True"),
+            lit("POSTGRESQL_AWS_REGION", "us-east-1"),
+            lit("POSTGRESQL_SSLMODE", "verify-full"),
+        ],
+        None,
+    )]);
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert_eq!(value(&m.pod, "core", "POSTGRESQL_USE_IAM_AUTH"), Some("True"));
+    assert_eq!(value(&m.pod, "core", "POSTGRESQL_AWS_REGION"), Some("eu-west-1"));
+    assert_eq!(value(&m.pod, "core", "POSTGRESQL_SSLMODE"), Some("verify-full"));
+    assert!(m.warnings.iter().any(|w| w == "container core: POSTGRESQL_AWS_REGION was \"us-east-1\"; set to \"eu-west-1\""));
+    assert_eq!(env_of(&m.pod, "core")[1].name, "POSTGRESQL_AWS_REGION", "edited in place");
+}
+
+#[test]
+fn region_annotation_overrides_and_is_validated() {
+    let mut pod = core_pod(vec![mk_container("core", vec![], None)]);
+    pod.metadata.annotations = Some([(REGION_ANNOTATION.to_string(), "ap-southeast-2".to_string())].into());
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert_eq!(value(&m.pod, "core", "POSTGRESQL_AWS_REGION"), Some("ap-southeast-2"));
+
+    pod.metadata.annotations = Some([(REGION_ANNOTATION.to_string(), "EU West".to_string())].into());
+    let err = mutate(&pod, &cfg(), &Facts::default()).unwrap_err();
+    assert!(matches!(err, MutateError::InvalidRegion { .. }));
+    assert!(err.to_string().contains("harbor/harbor-core-abc-*"), "{err}");
+}
+
+#[test]
+fn region_validation() {
+    for ok in ["eu-west-1", "us-gov-west-1", "ap-southeast-2", "il-central-1", "cn-north-1"] {
+        assert!(is_valid_region(ok), "{ok}");
+    }
+    for bad in ["", "eu", "eu-west", "EU-WEST-1", "eu_west_1", "eu-west-1a", "-eu-west-1", "1-west-1"] {
+        assert!(!is_valid_region(bad), "{bad}");
+    }
+}
+
+#[test]
+fn url_with_password_is_denied_without_echoing_it() {
+    let pod = core_pod(vec![mk_container(
+        "core",
+        vec![lit("POSTGRESQL_URL", "postgres://harbor:hunter2@db/registry")],
+        None,
+    )]);
+    let err = mutate(&pod, &cfg(), &Facts::default()).unwrap_err();
+    assert_eq!(err, MutateError::PasswordInUrl { pod: "harbor/harbor-core-abc-*".into(), container: "core".into() });
+    assert!(!err.to_string().contains("hunter2"));
+
+    let pod = core_pod(vec![mk_container("core", vec![secret("POSTGRESQL_URL", "db", "url")], None)]);
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert!(m.warnings.iter().any(|w| w.contains("POSTGRESQL_URL comes from Secret db key url")));
+
+    let pod = core_pod(vec![mk_container("core", vec![lit("POSTGRESQL_URL", "postgres://harbor@db/registry")], None)]);
+    assert!(mutate(&pod, &cfg(), &Facts::default()).is_ok());
+}
+
+#[test]
+fn images_warn_or_skip_when_strict() {
+    let mut c = mk_container("core", vec![], Some("harbor-core"));
+    c.image = Some("goharbor/harbor-core:v2.12.4".into());
+    let pod = core_pod(vec![c]);
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert_eq!(m.outcome, Outcome::Applied(Component::Core));
+    assert!(m.warnings.iter().any(|w| w.contains("goharbor/harbor-core:v2.12.4 is not known to support RDS IAM auth")));
+
+    let strict = MutateConfig { strict_images: true, ..cfg() };
+    let m = mutate(&pod, &strict, &Facts::default()).unwrap();
+    assert_eq!(m.outcome, Outcome::Skipped(Skip::ImageNotIamCapable(Component::Core)));
+    assert_eq!(m.pod, pod);
+
+    let capable = core_pod(vec![mk_container("core", vec![], None)]);
+    let m = mutate(&capable, &strict, &Facts::default()).unwrap();
+    assert_eq!(m.outcome, Outcome::Applied(Component::Core));
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+}
+
+#[test]
+fn per_component_service_account() {
+    let mut config = cfg();
+    config.component_service_accounts.insert(Component::Core, "harbor-core-irsa".into());
+    let pod = core_pod(vec![mk_container("core", vec![], None)]);
+    let m = mutate(&pod, &config, &Facts::default()).unwrap();
+    assert_eq!(m.pod.spec.as_ref().unwrap().service_account_name.as_deref(), Some("harbor-core-irsa"));
+}
+
+#[test]
+fn skipped_pods_are_returned_unchanged() {
+    let pod = mk_pod(&[("app", "nginx")], vec![mk_container("c", vec![lit("POSTGRESQL_PASSWORD", "x")], None)]);
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert_eq!((m.outcome, m.pod), (Outcome::Skipped(Skip::NotHarbor), pod));
+
+    let pod = mk_pod(&[("app", "harbor"), ("component", "portal")], vec![mk_container("portal", vec![], None)]);
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert_eq!(m.outcome, Outcome::Skipped(Skip::NoDatabase(Some("portal".into()))));
+    assert_eq!(m.pod, pod);
+
+    let mut pod = core_pod(vec![mk_container("core", vec![], Some("s"))]);
+    pod.metadata.annotations = Some([(crate::consts::INJECT_ANNOTATION.to_string(), "disabled".to_string())].into());
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert_eq!(m.outcome, Outcome::Skipped(Skip::OptedOut(Component::Core)));
+    assert_eq!(m.pod, pod);
+}
+
+#[test]
+fn status_annotation_is_not_trusted() {
+    let mut pod = core_pod(vec![mk_container("core", vec![lit("POSTGRESQL_PASSWORD", "pw")], None)]);
+    pod.metadata.annotations = Some([(STATUS_ANNOTATION.to_string(), STATUS_INJECTED.to_string())].into());
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert!(env_of(&m.pod, "core").iter().filter(|e| e.name == "POSTGRESQL_PASSWORD").all(is_blank));
+}
+
+#[test]
+fn idempotent_also_after_api_server_drops_empty_values() {
+    let pod = core_pod(vec![mk_container("core", vec![secret("POSTGRESQL_PASSWORD", "db", "pw")], Some("s"))]);
+    let once = mutate(&pod, &cfg(), &Facts::default()).unwrap().pod;
+    let twice = mutate(&once, &cfg(), &Facts::default()).unwrap().pod;
+    assert_eq!(once, twice);
+    let mut normalised = once.clone();
+    for c in &mut normalised.spec.as_mut().unwrap().containers {
+        for e in c.env.iter_mut().flatten() {
+            if e.value.as_deref() == Some("") {
+                e.value = None;
+            }
+        }
+    }
+    let again = mutate(&normalised, &cfg(), &Facts::default()).unwrap().pod;
+    assert_eq!(again, normalised);
+}
