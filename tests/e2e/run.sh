@@ -75,3 +75,48 @@ for v in $versions; do
 done
 log "tools ready"
 (( build_only )) && exit 0
+
+# ---- the webhook ----
+log "webhook: cargo build --locked --bin harbor-iam-webhook"
+(cd "$repo" && cargo build --locked --bin harbor-iam-webhook >&2)
+target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+webhook_bin=${target_dir:-$repo/target}/debug/harbor-iam-webhook
+[[ -x $webhook_bin ]] || { log "no webhook binary at $webhook_bin"; exit 1; }
+
+# ---- the suite, once per Kubernetes version ----
+# Processes the suite starts are recorded here; whatever survives a crashed
+# test binary (they also get SIGKILL via Pdeathsig) is stopped on exit.
+pidfile=$(mktemp "${TMPDIR:-/tmp}/harbor-iam-webhook-e2e-pids.XXXXXX")
+reap() {
+	local pid
+	while read -r pid; do
+		[[ $pid =~ ^[0-9]+$ ]] && kill -KILL -- "-$pid" 2>/dev/null || true
+	done < "$pidfile"
+	rm -f "$pidfile"
+}
+trap reap EXIT
+
+(cd "$here" && go build -trimpath ./... && go vet ./...)
+status=0
+for v in $versions; do
+	dir=${kube_dir[$v]}
+	log "go test against Kubernetes $("$dir/kube-apiserver" --version | awk '{print $2}')"
+	t0=$SECONDS
+	# shellcheck disable=SC2086 # E2E_GO_TEST_FLAGS is a list of flags
+	if (cd "$here" && \
+		E2E_ETCD="$etcd_dir/etcd" \
+		E2E_KUBE_APISERVER="$dir/kube-apiserver" \
+		E2E_KUBECTL="$dir/kubectl" \
+		E2E_KUBE_VERSION="$("$dir/kube-apiserver" --version | awk '{print $2}')" \
+		E2E_WEBHOOK_BIN="$webhook_bin" \
+		E2E_REPO_ROOT="$repo" \
+		E2E_PIDFILE="$pidfile" \
+		go test -trimpath -count=1 -timeout 20m ${E2E_GO_TEST_FLAGS:--v} .); then
+		log "Kubernetes $v: PASS in $(( SECONDS - t0 ))s"
+	else
+		log "Kubernetes $v: FAIL in $(( SECONDS - t0 ))s"
+		status=1
+	fi
+done
+log "total $(now)"
+exit $status
