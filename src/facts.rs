@@ -20,10 +20,13 @@ struct ConfigMapFact {
 impl Facts {
     pub fn add_config_map(&mut self, cm: ConfigMap) {
         let Some(name) = cm.metadata.name else { return };
-        self.config_maps.entry(name).or_default().push(ConfigMapFact {
-            namespace: cm.metadata.namespace,
-            data: cm.data.unwrap_or_default(),
-        });
+        self.config_maps
+            .entry(name)
+            .or_default()
+            .push(ConfigMapFact {
+                namespace: cm.metadata.namespace,
+                data: cm.data.unwrap_or_default(),
+            });
     }
 
     pub fn with_config_maps(cms: impl IntoIterator<Item = ConfigMap>) -> Self {
@@ -34,7 +37,11 @@ impl Facts {
 
     /// The data of ConfigMap `name` as seen from `namespace`: a fact in that namespace first,
     /// then one without a namespace. `None` means "not known", not "empty".
-    pub fn config_map(&self, namespace: Option<&str>, name: &str) -> Option<&BTreeMap<String, String>> {
+    pub fn config_map(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<&BTreeMap<String, String>> {
         let facts = self.config_maps.get(name)?;
         facts
             .iter()
@@ -72,8 +79,14 @@ mod tests {
             cm(None, "harbor-core", "X", "any-ns"),
             cm(Some("other"), "only-other", "X", "o"),
         ]);
-        assert_eq!(f.config_map(Some("harbor"), "harbor-core").unwrap()["X"], "in-ns");
-        assert_eq!(f.config_map(Some("team"), "harbor-core").unwrap()["X"], "any-ns");
+        assert_eq!(
+            f.config_map(Some("harbor"), "harbor-core").unwrap()["X"],
+            "in-ns"
+        );
+        assert_eq!(
+            f.config_map(Some("team"), "harbor-core").unwrap()["X"],
+            "any-ns"
+        );
         assert!(f.config_map(Some("harbor"), "only-other").is_none());
         assert!(f.config_map(Some("harbor"), "missing").is_none());
     }

@@ -1,3 +1,40 @@
-fn main() {
-    println!("Hello, world!");
+use std::process::ExitCode;
+
+use clap::Parser;
+use harbor_iam_webhook::config::{Cli, Command};
+use harbor_iam_webhook::{cli, telemetry};
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match Cli::parse().command {
+        Command::Serve(args) => {
+            telemetry::init(args.log_format, &args.log);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(err) => {
+                    eprintln!("error: cannot start the async runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(harbor_iam_webhook::serve(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!("{err:#}");
+                    eprintln!("error: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Mutate(args) => match cli::run(&args, &mut std::io::stdout().lock()) {
+            Ok(cli::Finished::Printed) => ExitCode::SUCCESS,
+            Ok(cli::Finished::Denied(message)) => {
+                eprintln!("denied: {message}");
+                ExitCode::from(1)
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::from(2)
+            }
+        },
+    }
 }

@@ -41,7 +41,10 @@ impl Component {
                 consts::HARBOR_DATABASE_USE_IAM_AUTH,
                 consts::HARBOR_DATABASE_AWS_REGION,
             ),
-            _ => (consts::POSTGRESQL_USE_IAM_AUTH, consts::POSTGRESQL_AWS_REGION),
+            _ => (
+                consts::POSTGRESQL_USE_IAM_AUTH,
+                consts::POSTGRESQL_AWS_REGION,
+            ),
         }
     }
 
@@ -58,7 +61,10 @@ impl Component {
     /// Env names that can carry the static database password into this component.
     pub fn password_envs(self) -> &'static [&'static str] {
         match self {
-            Component::Exporter => &[consts::HARBOR_DATABASE_PASSWORD, consts::POSTGRESQL_PASSWORD],
+            Component::Exporter => &[
+                consts::HARBOR_DATABASE_PASSWORD,
+                consts::POSTGRESQL_PASSWORD,
+            ],
             _ => &[consts::POSTGRESQL_PASSWORD],
         }
     }
@@ -74,7 +80,9 @@ impl std::str::FromStr for Component {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::from_label(s).ok_or_else(|| {
-            format!("unknown component {s:?} (expected one of: core, jobservice, exporter, migrator)")
+            format!(
+                "unknown component {s:?} (expected one of: core, jobservice, exporter, migrator)"
+            )
         })
     }
 }
@@ -134,7 +142,9 @@ impl Selector {
         let value = self.component_labels.iter().find_map(|k| label(k));
         match value.and_then(Component::from_label) {
             None => Target::OtherComponent(value.map(str::to_owned)),
-            Some(c) if annotation(INJECT_ANNOTATION) == Some(INJECT_DISABLED) => Target::OptedOut(c),
+            Some(c) if annotation(INJECT_ANNOTATION) == Some(INJECT_DISABLED) => {
+                Target::OptedOut(c)
+            }
             Some(c) => Target::Mutate(c),
         }
     }
@@ -156,7 +166,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn classify(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Target {
@@ -175,14 +188,20 @@ mod tests {
     fn harbor_next_and_part_of() {
         assert_eq!(
             classify(
-                &[("app.kubernetes.io/name", "harbor-next"), ("app.kubernetes.io/component", "jobservice")],
+                &[
+                    ("app.kubernetes.io/name", "harbor-next"),
+                    ("app.kubernetes.io/component", "jobservice")
+                ],
                 &[]
             ),
             Target::Mutate(Component::Jobservice)
         );
         assert_eq!(
             classify(
-                &[("app.kubernetes.io/part-of", "harbor"), ("component", "exporter")],
+                &[
+                    ("app.kubernetes.io/part-of", "harbor"),
+                    ("component", "exporter")
+                ],
                 &[]
             ),
             Target::Mutate(Component::Exporter)
@@ -193,14 +212,22 @@ mod tests {
     fn recommended_component_label_wins() {
         assert_eq!(
             classify(
-                &[("app", "harbor"), ("component", "portal"), ("app.kubernetes.io/component", "core")],
+                &[
+                    ("app", "harbor"),
+                    ("component", "portal"),
+                    ("app.kubernetes.io/component", "core")
+                ],
                 &[]
             ),
             Target::Mutate(Component::Core)
         );
         assert_eq!(
             classify(
-                &[("app", "harbor"), ("component", "core"), ("app.kubernetes.io/component", "portal")],
+                &[
+                    ("app", "harbor"),
+                    ("component", "core"),
+                    ("app.kubernetes.io/component", "portal")
+                ],
                 &[]
             ),
             Target::OtherComponent(Some("portal".into()))
@@ -209,7 +236,10 @@ mod tests {
 
     #[test]
     fn non_harbor_and_non_db() {
-        assert_eq!(classify(&[("app", "nginx"), ("component", "core")], &[]), Target::NotHarbor);
+        assert_eq!(
+            classify(&[("app", "nginx"), ("component", "core")], &[]),
+            Target::NotHarbor
+        );
         assert_eq!(classify(&[], &[]), Target::NotHarbor);
         assert_eq!(
             classify(&[("app", "harbor")], &[]),
@@ -224,12 +254,18 @@ mod tests {
     #[test]
     fn opt_out_annotation() {
         assert_eq!(
-            classify(&[("app", "harbor"), ("component", "core")], &[(INJECT_ANNOTATION, "disabled")]),
+            classify(
+                &[("app", "harbor"), ("component", "core")],
+                &[(INJECT_ANNOTATION, "disabled")]
+            ),
             Target::OptedOut(Component::Core)
         );
         // Any other value is not an opt-out.
         assert_eq!(
-            classify(&[("app", "harbor"), ("component", "core")], &[(INJECT_ANNOTATION, "false")]),
+            classify(
+                &[("app", "harbor"), ("component", "core")],
+                &[(INJECT_ANNOTATION, "false")]
+            ),
             Target::Mutate(Component::Core)
         );
     }
@@ -240,9 +276,15 @@ mod tests {
             harbor_labels: vec![("team".into(), "registry".into())],
             component_labels: vec!["role".into()],
         };
-        let t = sel.classify_maps(Some(&map(&[("team", "registry"), ("role", "migrator")])), None);
+        let t = sel.classify_maps(
+            Some(&map(&[("team", "registry"), ("role", "migrator")])),
+            None,
+        );
         assert_eq!(t, Target::Mutate(Component::Migrator));
-        let t = sel.classify_maps(Some(&map(&[("app", "harbor"), ("component", "core")])), None);
+        let t = sel.classify_maps(
+            Some(&map(&[("app", "harbor"), ("component", "core")])),
+            None,
+        );
         assert_eq!(t, Target::NotHarbor);
     }
 }

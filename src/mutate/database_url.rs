@@ -7,11 +7,18 @@
 pub fn has_password(conn: &str) -> bool {
     let conn = conn.trim();
     if let Some((scheme, rest)) = conn.split_once("://") {
-        if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
+        if !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
             let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
             let authority = &rest[..end];
             if let Some((userinfo, _)) = authority.rsplit_once('@') {
-                if userinfo.split_once(':').is_some_and(|(_, pw)| !pw.is_empty()) {
+                if userinfo
+                    .split_once(':')
+                    .is_some_and(|(_, pw)| !pw.is_empty())
+                {
                     return true;
                 }
             }
@@ -53,18 +60,28 @@ mod tests {
     #[test]
     fn uri_forms() {
         assert!(has_password("postgres://harbor:s3cret@db:5432/registry"));
-        assert!(has_password("postgresql://harbor:s3cret@db/registry?sslmode=require"));
-        assert!(has_password("postgres://db/registry?sslmode=require&password=x"));
-        assert!(!has_password("postgres://harbor@db:5432/registry?sslmode=require"));
+        assert!(has_password(
+            "postgresql://harbor:s3cret@db/registry?sslmode=require"
+        ));
+        assert!(has_password(
+            "postgres://db/registry?sslmode=require&password=x"
+        ));
+        assert!(!has_password(
+            "postgres://harbor@db:5432/registry?sslmode=require"
+        ));
         assert!(!has_password("postgres://harbor:@db/registry"));
         assert!(!has_password("postgres://db/registry"));
         // '@' in a path or query is not userinfo.
-        assert!(!has_password("postgres://db/registry?application_name=a:b@c"));
+        assert!(!has_password(
+            "postgres://db/registry?application_name=a:b@c"
+        ));
     }
 
     #[test]
     fn keyword_forms() {
-        assert!(has_password("host=db user=harbor password=s3cret dbname=registry"));
+        assert!(has_password(
+            "host=db user=harbor password=s3cret dbname=registry"
+        ));
         assert!(has_password("host=db password = 'x y'"));
         assert!(!has_password("host=db user=harbor dbname=registry"));
         // libpq skips blanks after '=': this password is "user=harbor".

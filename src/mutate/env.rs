@@ -56,7 +56,9 @@ pub enum SetEnv {
     Kept,
     Added,
     /// Conflicting entries were overwritten; `was` describes the last of them.
-    Replaced { was: Previous },
+    Replaced {
+        was: Previous,
+    },
 }
 
 /// A replaced entry, described for a warning. Only non-secret variables carry their old
@@ -157,7 +159,11 @@ mod tests {
     use k8s_openapi::api::core::v1::{EnvFromSource, SecretEnvSource, SecretKeySelector};
 
     pub(crate) fn literal(name: &str, value: &str) -> EnvVar {
-        EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+        EnvVar {
+            name: name.into(),
+            value: Some(value.into()),
+            value_from: None,
+        }
     }
 
     fn secret_ref(name: &str, secret: &str, key: &str) -> EnvVar {
@@ -176,12 +182,20 @@ mod tests {
     }
 
     fn container(env: Vec<EnvVar>) -> Container {
-        Container { name: "c".into(), env: Some(env), ..Default::default() }
+        Container {
+            name: "c".into(),
+            env: Some(env),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn blank_shapes() {
-        assert!(is_blank(&EnvVar { name: "X".into(), value: None, value_from: None }));
+        assert!(is_blank(&EnvVar {
+            name: "X".into(),
+            value: None,
+            value_from: None
+        }));
         assert!(is_blank(&literal("X", "")));
         assert!(!is_blank(&literal("X", "pw")));
         assert!(!is_blank(&secret_ref("X", "s", "k")));
@@ -195,7 +209,9 @@ mod tests {
         assert_eq!(set_env(&mut c, "B", "x", |v| v == "x"), SetEnv::Kept);
         assert_eq!(
             set_env(&mut c, "A", "2", |v| v == "2"),
-            SetEnv::Replaced { was: Previous::Value("1".into()) }
+            SetEnv::Replaced {
+                was: Previous::Value("1".into())
+            }
         );
         let env = c.env.unwrap();
         assert_eq!(env.len(), 2);
@@ -204,9 +220,18 @@ mod tests {
 
     #[test]
     fn set_env_replaces_value_from_and_all_duplicates() {
-        let mut c = container(vec![secret_ref("A", "s", "k"), literal("Z", "z"), literal("A", "y")]);
+        let mut c = container(vec![
+            secret_ref("A", "s", "k"),
+            literal("Z", "z"),
+            literal("A", "y"),
+        ]);
         let out = set_env(&mut c, "A", "v", |v| v == "v");
-        assert_eq!(out, SetEnv::Replaced { was: Previous::Value("y".into()) });
+        assert_eq!(
+            out,
+            SetEnv::Replaced {
+                was: Previous::Value("y".into())
+            }
+        );
         let env = c.env.unwrap();
         assert_eq!(env[0], literal("A", "v"));
         assert_eq!(env[2], literal("A", "v"));
@@ -216,17 +241,28 @@ mod tests {
     fn blank_env_cases() {
         let mut c = container(vec![secret_ref("P", "db", "password"), literal("P", "")]);
         let out = blank_env(&mut c, "P", true);
-        assert_eq!(out, vec![Blanked::Dropped(Origin::Reference("Secret db key password".into()))]);
+        assert_eq!(
+            out,
+            vec![Blanked::Dropped(Origin::Reference(
+                "Secret db key password".into()
+            ))]
+        );
         assert!(c.env.as_ref().unwrap().iter().all(is_blank));
         assert_eq!(c.env.as_ref().unwrap().len(), 2, "no duplicate pushed");
         // Second time: nothing to do.
         assert!(blank_env(&mut c, "P", true).is_empty());
 
-        let mut c = Container { name: "c".into(), ..Default::default() };
+        let mut c = Container {
+            name: "c".into(),
+            ..Default::default()
+        };
         assert!(blank_env(&mut c, "P", false).is_empty());
         assert_eq!(c.env, None, "no empty env list created");
         c.env_from = Some(vec![EnvFromSource {
-            secret_ref: Some(SecretEnvSource { name: "s".into(), optional: None }),
+            secret_ref: Some(SecretEnvSource {
+                name: "s".into(),
+                optional: None,
+            }),
             ..Default::default()
         }]);
         assert!(has_env_from_secret(&c));

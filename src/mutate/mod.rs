@@ -14,7 +14,9 @@ use wildmatch::WildMatch;
 pub use component::{Component, Selector, Target};
 pub use database_url::has_password as url_has_password;
 
-use crate::consts::{self, IAM_FEATURE_GATE, POSTGRESQL_URL, REGION_ANNOTATION, STATUS_ANNOTATION, STATUS_INJECTED};
+use crate::consts::{
+    self, IAM_FEATURE_GATE, POSTGRESQL_URL, REGION_ANNOTATION, STATUS_ANNOTATION, STATUS_INJECTED,
+};
 use crate::facts::Facts;
 use env::{Blanked, SetEnv, blank_env, has_env_from_secret, last_entry, set_env};
 use sslmode::{Sslmode, ensure_sslmode};
@@ -38,14 +40,19 @@ impl MutateConfig {
             region: region.into(),
             service_account: consts::DEFAULT_SERVICE_ACCOUNT.into(),
             component_service_accounts: BTreeMap::new(),
-            iam_capable_images: consts::DEFAULT_IAM_CAPABLE_IMAGES.iter().map(|s| s.to_string()).collect(),
+            iam_capable_images: consts::DEFAULT_IAM_CAPABLE_IMAGES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             strict_images: false,
             selector: Selector::default(),
         }
     }
 
     pub fn service_account_for(&self, c: Component) -> &str {
-        self.component_service_accounts.get(&c).unwrap_or(&self.service_account)
+        self.component_service_accounts
+            .get(&c)
+            .unwrap_or(&self.service_account)
     }
 }
 
@@ -69,7 +76,8 @@ pub enum Outcome {
 impl Outcome {
     pub fn component(&self) -> Option<Component> {
         match self {
-            Outcome::Applied(c) | Outcome::Skipped(Skip::OptedOut(c) | Skip::ImageNotIamCapable(c)) => Some(*c),
+            Outcome::Applied(c)
+            | Outcome::Skipped(Skip::OptedOut(c) | Skip::ImageNotIamCapable(c)) => Some(*c),
             _ => None,
         }
     }
@@ -93,7 +101,9 @@ pub enum MutateError {
          so the static password would survive RDS IAM auth. Remove the password from the URL or unset POSTGRESQL_URL"
     )]
     PasswordInUrl { pod: String, container: String },
-    #[error("pod {pod}: annotation {REGION_ANNOTATION}={value:?} is not an AWS region (expected e.g. eu-west-1)")]
+    #[error(
+        "pod {pod}: annotation {REGION_ANNOTATION}={value:?} is not an AWS region (expected e.g. eu-west-1)"
+    )]
     InvalidRegion { pod: String, value: String },
 }
 
@@ -106,15 +116,25 @@ pub fn pod_ref(pod: &Pod) -> String {
         .clone()
         .or_else(|| m.generate_name.as_ref().map(|g| format!("{g}*")))
         .unwrap_or_else(|| "<unnamed>".into());
-    if ns.is_empty() { name } else { format!("{ns}/{name}") }
+    if ns.is_empty() {
+        name
+    } else {
+        format!("{ns}/{name}")
+    }
 }
 
 /// A loose check that catches typos without tracking AWS's list of regions.
 pub fn is_valid_region(r: &str) -> bool {
     let parts: Vec<&str> = r.split('-').collect();
     parts.len() >= 3
-        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
-        && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
         && parts[0].chars().all(|c| c.is_ascii_lowercase())
 }
 
@@ -124,14 +144,20 @@ fn is_true(v: &str) -> bool {
 }
 
 pub fn classify(pod: &Pod, config: &MutateConfig) -> Target {
-    config
-        .selector
-        .classify_maps(pod.metadata.labels.as_ref(), pod.metadata.annotations.as_ref())
+    config.selector.classify_maps(
+        pod.metadata.labels.as_ref(),
+        pod.metadata.annotations.as_ref(),
+    )
 }
 
 fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
     let spec = pod.spec.iter();
-    spec.flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()))
+    spec.flat_map(|s| {
+        s.init_containers
+            .iter()
+            .flatten()
+            .chain(s.containers.iter())
+    })
 }
 
 /// Switch `pod` to RDS IAM authentication, or explain why it is left alone.
@@ -144,24 +170,44 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
     };
     let component = match classify(pod, config) {
         Target::NotHarbor => return Ok(unchanged(Outcome::Skipped(Skip::NotHarbor), vec![])),
-        Target::OtherComponent(c) => return Ok(unchanged(Outcome::Skipped(Skip::NoDatabase(c)), vec![])),
+        Target::OtherComponent(c) => {
+            return Ok(unchanged(Outcome::Skipped(Skip::NoDatabase(c)), vec![]));
+        }
         Target::OptedOut(c) => return Ok(unchanged(Outcome::Skipped(Skip::OptedOut(c)), vec![])),
         Target::Mutate(c) => c,
     };
     let who = pod_ref(pod);
-    let region = match pod.metadata.annotations.as_ref().and_then(|a| a.get(REGION_ANNOTATION)) {
+    let region = match pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REGION_ANNOTATION))
+    {
         Some(r) if is_valid_region(r) => r.clone(),
-        Some(r) => return Err(MutateError::InvalidRegion { pod: who, value: r.clone() }),
+        Some(r) => {
+            return Err(MutateError::InvalidRegion {
+                pod: who,
+                value: r.clone(),
+            });
+        }
         None => config.region.clone(),
     };
 
     let mut warnings = Vec::new();
     let spec = pod.spec.as_ref();
-    let patterns: Vec<WildMatch> = config.iam_capable_images.iter().map(|p| WildMatch::new(p)).collect();
+    let patterns: Vec<WildMatch> = config
+        .iam_capable_images
+        .iter()
+        .map(|p| WildMatch::new(p))
+        .collect();
     let unknown_images: Vec<&Container> = spec
         .iter()
         .flat_map(|s| s.containers.iter())
-        .filter(|c| !c.image.as_deref().is_some_and(|i| patterns.iter().any(|p| p.matches(i))))
+        .filter(|c| {
+            !c.image
+                .as_deref()
+                .is_some_and(|i| patterns.iter().any(|p| p.matches(i)))
+        })
         .collect();
     for c in &unknown_images {
         warnings.push(format!(
@@ -172,14 +218,20 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
     }
     if config.strict_images && !unknown_images.is_empty() {
         warnings.push("left unchanged: --strict-images skips pods with such images".into());
-        return Ok(unchanged(Outcome::Skipped(Skip::ImageNotIamCapable(component)), warnings));
+        return Ok(unchanged(
+            Outcome::Skipped(Skip::ImageNotIamCapable(component)),
+            warnings,
+        ));
     }
 
     for c in all_containers(pod) {
         if let Some(e) = last_entry(c, POSTGRESQL_URL) {
             match &e.value_from {
                 None if e.value.as_deref().is_some_and(url_has_password) => {
-                    return Err(MutateError::PasswordInUrl { pod: who, container: c.name.clone() });
+                    return Err(MutateError::PasswordInUrl {
+                        pod: who,
+                        container: c.name.clone(),
+                    });
                 }
                 None => {}
                 Some(src) => warnings.push(format!(
@@ -211,7 +263,10 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
                 SetEnv::Added => set_names.push(name),
                 SetEnv::Replaced { was } => {
                     set_names.push(name);
-                    warnings.push(format!("container {}: {name} was {was}; set to {value:?}", c.name));
+                    warnings.push(format!(
+                        "container {}: {name} was {was}; set to {value:?}",
+                        c.name
+                    ));
                 }
             }
         }
@@ -221,7 +276,10 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
                 Sslmode::Raised { was, from } => {
                     sslmode_audit.push(format!("{}=require", c.name));
                     if let (Some(was), Some(from)) = (was, from) {
-                        warnings.push(format!("container {}: {name} was {was:?} (from {from}); set to \"require\"", c.name));
+                        warnings.push(format!(
+                            "container {}: {name} was {was:?} (from {from}); set to \"require\"",
+                            c.name
+                        ));
                     }
                 }
                 Sslmode::Unknown { from } => {
@@ -263,7 +321,10 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
 
     let mut audit = BTreeMap::from([("component".to_string(), component.to_string())]);
     if old_sa.as_deref() != Some(sa) {
-        audit.insert("service-account".into(), format!("{} -> {sa}", old_sa.as_deref().unwrap_or("<none>")));
+        audit.insert(
+            "service-account".into(),
+            format!("{} -> {sa}", old_sa.as_deref().unwrap_or("<none>")),
+        );
     }
     let mut put = |key: &str, mut names: Vec<&str>| {
         names.sort_unstable();
@@ -277,7 +338,12 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
     if !sslmode_audit.is_empty() {
         audit.insert("sslmode".into(), sslmode_audit.join(","));
     }
-    Ok(Mutation { pod: out, outcome: Outcome::Applied(component), warnings, audit })
+    Ok(Mutation {
+        pod: out,
+        outcome: Outcome::Applied(component),
+        warnings,
+        audit,
+    })
 }
 
 #[cfg(test)]

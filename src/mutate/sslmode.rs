@@ -39,14 +39,20 @@ pub fn effective(c: &Container, name: &str, namespace: Option<&str>, facts: &Fac
                     },
                     None => Effective::NoSource,
                 },
-                None => Effective::Unknown { from: format!("ConfigMap {}", sel.name) },
+                None => Effective::Unknown {
+                    from: format!("ConfigMap {}", sel.name),
+                },
             },
-            None => Effective::Unknown { from: describe_source(src) },
+            None => Effective::Unknown {
+                from: describe_source(src),
+            },
         };
     }
     let mut state = Effective::NoSource;
     for src in c.env_from.iter().flatten() {
-        let Some(cm) = &src.config_map_ref else { continue };
+        let Some(cm) = &src.config_map_ref else {
+            continue;
+        };
         let Some(key) = name.strip_prefix(src.prefix.as_deref().unwrap_or("")) else {
             continue;
         };
@@ -59,7 +65,11 @@ pub fn effective(c: &Container, name: &str, namespace: Option<&str>, facts: &Fac
                     };
                 }
             }
-            None => state = Effective::Unknown { from: format!("ConfigMap {}", cm.name) },
+            None => {
+                state = Effective::Unknown {
+                    from: format!("ConfigMap {}", cm.name),
+                }
+            }
         }
     }
     state
@@ -75,12 +85,20 @@ pub enum Sslmode {
     /// Already `require` or `verify-*`.
     Kept(String),
     /// Raised to `require`; `was` is the weak value, or `None` when nothing set it.
-    Raised { was: Option<String>, from: Option<String> },
+    Raised {
+        was: Option<String>,
+        from: Option<String>,
+    },
     /// Comes from a source the engine was not shown: left as is.
     Unknown { from: String },
 }
 
-pub fn ensure_sslmode(c: &mut Container, name: &str, namespace: Option<&str>, facts: &Facts) -> Sslmode {
+pub fn ensure_sslmode(
+    c: &mut Container,
+    name: &str,
+    namespace: Option<&str>,
+    facts: &Facts,
+) -> Sslmode {
     match effective(c, name, namespace, facts) {
         Effective::Known { value, .. } if is_strong(&value) => Sslmode::Kept(value),
         Effective::Unknown { from } => Sslmode::Unknown { from },
@@ -89,8 +107,14 @@ pub fn ensure_sslmode(c: &mut Container, name: &str, namespace: Option<&str>, fa
             // reference), or appends one that beats envFrom.
             set_env(c, name, SSLMODE_REQUIRE, is_strong);
             match known_weak_or_none {
-                Effective::Known { value, from } => Sslmode::Raised { was: Some(value), from: Some(from) },
-                _ => Sslmode::Raised { was: None, from: None },
+                Effective::Known { value, from } => Sslmode::Raised {
+                    was: Some(value),
+                    from: Some(from),
+                },
+                _ => Sslmode::Raised {
+                    was: None,
+                    from: None,
+                },
             }
         }
     }
@@ -109,15 +133,25 @@ mod tests {
 
     fn cm(name: &str, data: &[(&str, &str)]) -> ConfigMap {
         ConfigMap {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-            data: Some(data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             ..Default::default()
         }
     }
 
     fn from_cm(name: &str, prefix: Option<&str>) -> EnvFromSource {
         EnvFromSource {
-            config_map_ref: Some(ConfigMapEnvSource { name: name.into(), optional: None }),
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: name.into(),
+                optional: None,
+            }),
             prefix: prefix.map(Into::into),
             secret_ref: None,
         }
@@ -125,17 +159,29 @@ mod tests {
 
     fn from_secret(name: &str) -> EnvFromSource {
         EnvFromSource {
-            secret_ref: Some(SecretEnvSource { name: name.into(), optional: None }),
+            secret_ref: Some(SecretEnvSource {
+                name: name.into(),
+                optional: None,
+            }),
             ..Default::default()
         }
     }
 
     fn container(env: Vec<EnvVar>, env_from: Vec<EnvFromSource>) -> Container {
-        Container { name: "core".into(), env: Some(env), env_from: Some(env_from), ..Default::default() }
+        Container {
+            name: "core".into(),
+            env: Some(env),
+            env_from: Some(env_from),
+            ..Default::default()
+        }
     }
 
     fn lit(v: &str) -> EnvVar {
-        EnvVar { name: S.into(), value: Some(v.into()), value_from: None }
+        EnvVar {
+            name: S.into(),
+            value: Some(v.into()),
+            value_from: None,
+        }
     }
 
     fn sslmode_of(c: &Container) -> Option<String> {
@@ -146,9 +192,15 @@ mod tests {
     fn own_literal_wins_over_env_from() {
         let facts = Facts::with_config_maps([cm("core", &[(S, "disable")])]);
         let mut c = container(vec![lit("verify-full")], vec![from_cm("core", None)]);
-        assert_eq!(ensure_sslmode(&mut c, S, None, &facts), Sslmode::Kept("verify-full".into()));
+        assert_eq!(
+            ensure_sslmode(&mut c, S, None, &facts),
+            Sslmode::Kept("verify-full".into())
+        );
         let mut c = container(vec![lit("prefer")], vec![]);
-        assert!(matches!(ensure_sslmode(&mut c, S, None, &facts), Sslmode::Raised { was: Some(_), .. }));
+        assert!(matches!(
+            ensure_sslmode(&mut c, S, None, &facts),
+            Sslmode::Raised { was: Some(_), .. }
+        ));
         assert_eq!(c.env.as_ref().unwrap().len(), 1, "replaced in place");
         assert_eq!(sslmode_of(&c).as_deref(), Some("require"));
     }
@@ -160,7 +212,14 @@ mod tests {
             ensure_sslmode(&mut c, S, None, &Facts::default());
             assert_eq!(sslmode_of(&c).as_deref(), Some("require"), "{weak:?}");
         }
-        let mut c = container(vec![EnvVar { name: S.into(), value: None, value_from: None }], vec![]);
+        let mut c = container(
+            vec![EnvVar {
+                name: S.into(),
+                value: None,
+                value_from: None,
+            }],
+            vec![],
+        );
         ensure_sslmode(&mut c, S, None, &Facts::default());
         assert_eq!(sslmode_of(&c).as_deref(), Some("require"));
     }
@@ -170,7 +229,10 @@ mod tests {
         for strong in ["require", "verify-ca", "verify-full"] {
             let mut c = container(vec![lit(strong)], vec![]);
             let before = c.clone();
-            assert_eq!(ensure_sslmode(&mut c, S, None, &Facts::default()), Sslmode::Kept(strong.into()));
+            assert_eq!(
+                ensure_sslmode(&mut c, S, None, &Facts::default()),
+                Sslmode::Kept(strong.into())
+            );
             assert_eq!(c, before);
         }
     }
@@ -180,7 +242,10 @@ mod tests {
         let mut c = container(vec![], vec![from_secret("harbor-core")]);
         assert_eq!(
             ensure_sslmode(&mut c, S, None, &Facts::default()),
-            Sslmode::Raised { was: None, from: None }
+            Sslmode::Raised {
+                was: None,
+                from: None
+            }
         );
         assert_eq!(sslmode_of(&c).as_deref(), Some("require"));
     }
@@ -194,11 +259,22 @@ mod tests {
         let mut c = container(vec![], vec![from_cm("core", None), from_secret("core")]);
         assert_eq!(
             ensure_sslmode(&mut c.clone(), S, None, &Facts::default()),
-            Sslmode::Unknown { from: "ConfigMap core".into() }
+            Sslmode::Unknown {
+                from: "ConfigMap core".into()
+            }
         );
-        assert_eq!(ensure_sslmode(&mut c.clone(), S, None, &strong), Sslmode::Kept("verify-full".into()));
-        assert!(matches!(ensure_sslmode(&mut c.clone(), S, None, &without_key), Sslmode::Raised { was: None, .. }));
-        assert!(matches!(ensure_sslmode(&mut c, S, None, &weak), Sslmode::Raised { was: Some(_), .. }));
+        assert_eq!(
+            ensure_sslmode(&mut c.clone(), S, None, &strong),
+            Sslmode::Kept("verify-full".into())
+        );
+        assert!(matches!(
+            ensure_sslmode(&mut c.clone(), S, None, &without_key),
+            Sslmode::Raised { was: None, .. }
+        ));
+        assert!(matches!(
+            ensure_sslmode(&mut c, S, None, &weak),
+            Sslmode::Raised { was: Some(_), .. }
+        ));
         assert_eq!(sslmode_of(&c).as_deref(), Some("require"));
     }
 
@@ -211,16 +287,25 @@ mod tests {
         ]);
         // Later source wins.
         let c = container(vec![], vec![from_cm("a", None), from_cm("b", None)]);
-        assert!(matches!(effective(&c, S, None, &facts), Effective::Known { value, .. } if value == "disable"));
+        assert!(
+            matches!(effective(&c, S, None, &facts), Effective::Known { value, .. } if value == "disable")
+        );
         // An unknown later source may override a known earlier one.
         let c = container(vec![], vec![from_cm("a", None), from_cm("unseen", None)]);
-        assert!(matches!(effective(&c, S, None, &facts), Effective::Unknown { .. }));
+        assert!(matches!(
+            effective(&c, S, None, &facts),
+            Effective::Unknown { .. }
+        ));
         // A known later source without the key does not.
         let c = container(vec![], vec![from_cm("unseen", None), from_cm("b", None)]);
-        assert!(matches!(effective(&c, S, None, &facts), Effective::Known { value, .. } if value == "disable"));
+        assert!(
+            matches!(effective(&c, S, None, &facts), Effective::Known { value, .. } if value == "disable")
+        );
         // Prefix: POSTGRESQL_ + SSLMODE.
         let c = container(vec![], vec![from_cm("p", Some("POSTGRESQL_"))]);
-        assert!(matches!(effective(&c, S, None, &facts), Effective::Known { value, .. } if value == "verify-ca"));
+        assert!(
+            matches!(effective(&c, S, None, &facts), Effective::Known { value, .. } if value == "verify-ca")
+        );
         // A prefix that can't produce the name is not a source.
         let c = container(vec![], vec![from_cm("unseen", Some("OTHER_"))]);
         assert_eq!(effective(&c, S, None, &facts), Effective::NoSource);
@@ -242,9 +327,15 @@ mod tests {
             }),
         };
         let mut c = container(vec![reference("db")], vec![]);
-        assert!(matches!(ensure_sslmode(&mut c, S, None, &facts), Sslmode::Raised { .. }));
+        assert!(matches!(
+            ensure_sslmode(&mut c, S, None, &facts),
+            Sslmode::Raised { .. }
+        ));
         assert_eq!(c.env.as_ref().unwrap(), &vec![lit("require")]);
         let mut c = container(vec![reference("elsewhere")], vec![]);
-        assert!(matches!(ensure_sslmode(&mut c, S, None, &facts), Sslmode::Unknown { .. }));
+        assert!(matches!(
+            ensure_sslmode(&mut c, S, None, &facts),
+            Sslmode::Unknown { .. }
+        ));
     }
 }

@@ -19,7 +19,10 @@ fn mk_container(name: &str, env: Vec<EnvVar>, env_from_secret: Option<&str>) -> 
         env: (!env.is_empty()).then_some(env),
         env_from: env_from_secret.map(|s| {
             vec![EnvFromSource {
-                secret_ref: Some(SecretEnvSource { name: s.into(), optional: None }),
+                secret_ref: Some(SecretEnvSource {
+                    name: s.into(),
+                    optional: None,
+                }),
                 ..Default::default()
             }]
         }),
@@ -32,7 +35,12 @@ fn mk_pod(labels: &[(&str, &str)], containers: Vec<Container>) -> Pod {
         metadata: ObjectMeta {
             namespace: Some("harbor".into()),
             generate_name: Some("harbor-core-abc-".into()),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             ..Default::default()
         },
         spec: Some(PodSpec {
@@ -50,7 +58,11 @@ fn core_pod(containers: Vec<Container>) -> Pod {
 }
 
 fn lit(name: &str, value: &str) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
 }
 
 fn secret(name: &str, secret: &str, key: &str) -> EnvVar {
@@ -58,7 +70,11 @@ fn secret(name: &str, secret: &str, key: &str) -> EnvVar {
         name: name.into(),
         value: None,
         value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: None }),
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: None,
+            }),
             ..Default::default()
         }),
     }
@@ -76,27 +92,50 @@ fn env_of<'a>(pod: &'a Pod, container: &str) -> &'a [EnvVar] {
 }
 
 fn value<'a>(pod: &'a Pod, container: &str, name: &str) -> Option<&'a str> {
-    let found: Vec<_> = env_of(pod, container).iter().filter(|e| e.name == name).collect();
+    let found: Vec<_> = env_of(pod, container)
+        .iter()
+        .filter(|e| e.name == name)
+        .collect();
     assert!(found.len() <= 1, "{name} appears {} times", found.len());
     found.first().map(|e| e.value.as_deref().unwrap_or(""))
 }
 
 #[test]
 fn core_gets_iam_env_sa_sslmode_and_blank_password() {
-    let pod = core_pod(vec![mk_container("core", vec![lit("CORE_SECRET", "x")], Some("harbor-core"))]);
+    let pod = core_pod(vec![mk_container(
+        "core",
+        vec![lit("CORE_SECRET", "x")],
+        Some("harbor-core"),
+    )]);
     let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
     assert_eq!(m.outcome, Outcome::Applied(Component::Core));
-    assert_eq!(value(&m.pod, "core", "POSTGRESQL_USE_IAM_AUTH"), Some("true"));
-    assert_eq!(value(&m.pod, "core", "POSTGRESQL_AWS_REGION"), Some("eu-west-1"));
-    assert_eq!(value(&m.pod, "core", "HARBOR_ENABLE_COMMERCIAL_AWS_RDS_IAM_AUTH"), Some("true"));
+    assert_eq!(
+        value(&m.pod, "core", "POSTGRESQL_USE_IAM_AUTH"),
+        Some("true")
+    );
+    assert_eq!(
+        value(&m.pod, "core", "POSTGRESQL_AWS_REGION"),
+        Some("eu-west-1")
+    );
+    assert_eq!(
+        value(&m.pod, "core", "HARBOR_ENABLE_COMMERCIAL_AWS_RDS_IAM_AUTH"),
+        Some("true")
+    );
     assert_eq!(value(&m.pod, "core", "POSTGRESQL_PASSWORD"), Some(""));
     // No ConfigMap facts and envFrom has none: "no source" -> require.
     assert_eq!(value(&m.pod, "core", "POSTGRESQL_SSLMODE"), Some("require"));
     let spec = m.pod.spec.as_ref().unwrap();
     assert_eq!(spec.service_account_name.as_deref(), Some("harbor-sa"));
     assert_eq!(spec.service_account.as_deref(), Some("harbor-sa"));
-    assert_eq!(m.pod.metadata.annotations.as_ref().unwrap()[STATUS_ANNOTATION], "injected");
-    assert_eq!(env_of(&m.pod, "core")[0], lit("CORE_SECRET", "x"), "existing entries stay first");
+    assert_eq!(
+        m.pod.metadata.annotations.as_ref().unwrap()[STATUS_ANNOTATION],
+        "injected"
+    );
+    assert_eq!(
+        env_of(&m.pod, "core")[0],
+        lit("CORE_SECRET", "x"),
+        "existing entries stay first"
+    );
     assert_eq!(m.audit["component"], "core");
     assert_eq!(m.audit["service-account"], "default -> harbor-sa");
 }
@@ -105,24 +144,57 @@ fn core_gets_iam_env_sa_sslmode_and_blank_password() {
 fn exporter_uses_its_own_names_and_blanks_both_passwords() {
     let pod = mk_pod(
         &[("app", "harbor"), ("component", "exporter")],
-        vec![mk_container("exporter", vec![secret("HARBOR_DATABASE_PASSWORD", "x", "k")], Some("harbor-exporter"))],
+        vec![mk_container(
+            "exporter",
+            vec![secret("HARBOR_DATABASE_PASSWORD", "x", "k")],
+            Some("harbor-exporter"),
+        )],
     );
     let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
-    assert_eq!(value(&m.pod, "exporter", "HARBOR_DATABASE_USE_IAM_AUTH"), Some("true"));
-    assert_eq!(value(&m.pod, "exporter", "HARBOR_DATABASE_AWS_REGION"), Some("eu-west-1"));
-    assert_eq!(value(&m.pod, "exporter", "HARBOR_DATABASE_SSLMODE"), Some("require"));
-    assert_eq!(value(&m.pod, "exporter", "HARBOR_DATABASE_PASSWORD"), Some(""));
+    assert_eq!(
+        value(&m.pod, "exporter", "HARBOR_DATABASE_USE_IAM_AUTH"),
+        Some("true")
+    );
+    assert_eq!(
+        value(&m.pod, "exporter", "HARBOR_DATABASE_AWS_REGION"),
+        Some("eu-west-1")
+    );
+    assert_eq!(
+        value(&m.pod, "exporter", "HARBOR_DATABASE_SSLMODE"),
+        Some("require")
+    );
+    assert_eq!(
+        value(&m.pod, "exporter", "HARBOR_DATABASE_PASSWORD"),
+        Some("")
+    );
     assert_eq!(value(&m.pod, "exporter", "POSTGRESQL_PASSWORD"), Some(""));
     assert_eq!(value(&m.pod, "exporter", "POSTGRESQL_USE_IAM_AUTH"), None);
-    assert!(m.warnings.iter().any(|w| w.contains("HARBOR_DATABASE_PASSWORD no longer takes Secret x key k")));
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("HARBOR_DATABASE_PASSWORD no longer takes Secret x key k"))
+    );
 }
 
 #[test]
 fn jobservice_has_no_sslmode_and_blanks_only_with_env_from_secret() {
-    let labels = [("app.kubernetes.io/name", "harbor-next"), ("app.kubernetes.io/component", "jobservice")];
-    let pod = mk_pod(&labels, vec![mk_container("jobservice", vec![], Some("harbor-jobservice"))]);
+    let labels = [
+        ("app.kubernetes.io/name", "harbor-next"),
+        ("app.kubernetes.io/component", "jobservice"),
+    ];
+    let pod = mk_pod(
+        &labels,
+        vec![mk_container(
+            "jobservice",
+            vec![],
+            Some("harbor-jobservice"),
+        )],
+    );
     let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
-    assert_eq!(value(&m.pod, "jobservice", "POSTGRESQL_USE_IAM_AUTH"), Some("true"));
+    assert_eq!(
+        value(&m.pod, "jobservice", "POSTGRESQL_USE_IAM_AUTH"),
+        Some("true")
+    );
     assert_eq!(value(&m.pod, "jobservice", "POSTGRESQL_SSLMODE"), None);
     assert_eq!(value(&m.pod, "jobservice", "POSTGRESQL_PASSWORD"), Some(""));
 
@@ -134,13 +206,18 @@ fn jobservice_has_no_sslmode_and_blanks_only_with_env_from_secret() {
 #[test]
 fn init_containers_get_blanking_only() {
     let mut pod = core_pod(vec![mk_container("core", vec![], None)]);
-    pod.spec.as_mut().unwrap().init_containers =
-        Some(vec![mk_container("init", vec![lit("POSTGRESQL_PASSWORD", "hunter2")], None)]);
+    pod.spec.as_mut().unwrap().init_containers = Some(vec![mk_container(
+        "init",
+        vec![lit("POSTGRESQL_PASSWORD", "hunter2")],
+        None,
+    )]);
     let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
     assert_eq!(value(&m.pod, "init", "POSTGRESQL_PASSWORD"), Some(""));
     assert_eq!(value(&m.pod, "init", "POSTGRESQL_USE_IAM_AUTH"), None);
     assert!(m.warnings.iter().all(|w| !w.contains("hunter2")));
-    assert!(m.warnings.iter().any(|w| w.contains("container init: POSTGRESQL_PASSWORD no longer takes a literal value")));
+    assert!(m.warnings.iter().any(|w| {
+        w.contains("container init: POSTGRESQL_PASSWORD no longer takes a literal value")
+    }));
 }
 
 #[test]
@@ -155,32 +232,71 @@ fn user_values_kept_when_same_meaning_replaced_with_warning_otherwise() {
         None,
     )]);
     let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
-    assert_eq!(value(&m.pod, "core", "POSTGRESQL_USE_IAM_AUTH"), Some("True"));
-    assert_eq!(value(&m.pod, "core", "POSTGRESQL_AWS_REGION"), Some("eu-west-1"));
-    assert_eq!(value(&m.pod, "core", "POSTGRESQL_SSLMODE"), Some("verify-full"));
-    assert!(m.warnings.iter().any(|w| w == "container core: POSTGRESQL_AWS_REGION was \"us-east-1\"; set to \"eu-west-1\""));
-    assert_eq!(env_of(&m.pod, "core")[1].name, "POSTGRESQL_AWS_REGION", "edited in place");
+    assert_eq!(
+        value(&m.pod, "core", "POSTGRESQL_USE_IAM_AUTH"),
+        Some("True")
+    );
+    assert_eq!(
+        value(&m.pod, "core", "POSTGRESQL_AWS_REGION"),
+        Some("eu-west-1")
+    );
+    assert_eq!(
+        value(&m.pod, "core", "POSTGRESQL_SSLMODE"),
+        Some("verify-full")
+    );
+    assert!(
+        m.warnings.iter().any(|w| w
+            == "container core: POSTGRESQL_AWS_REGION was \"us-east-1\"; set to \"eu-west-1\"")
+    );
+    assert_eq!(
+        env_of(&m.pod, "core")[1].name,
+        "POSTGRESQL_AWS_REGION",
+        "edited in place"
+    );
 }
 
 #[test]
 fn region_annotation_overrides_and_is_validated() {
     let mut pod = core_pod(vec![mk_container("core", vec![], None)]);
-    pod.metadata.annotations = Some([(REGION_ANNOTATION.to_string(), "ap-southeast-2".to_string())].into());
+    pod.metadata.annotations =
+        Some([(REGION_ANNOTATION.to_string(), "ap-southeast-2".to_string())].into());
     let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
-    assert_eq!(value(&m.pod, "core", "POSTGRESQL_AWS_REGION"), Some("ap-southeast-2"));
+    assert_eq!(
+        value(&m.pod, "core", "POSTGRESQL_AWS_REGION"),
+        Some("ap-southeast-2")
+    );
 
-    pod.metadata.annotations = Some([(REGION_ANNOTATION.to_string(), "EU West".to_string())].into());
+    pod.metadata.annotations =
+        Some([(REGION_ANNOTATION.to_string(), "EU West".to_string())].into());
     let err = mutate(&pod, &cfg(), &Facts::default()).unwrap_err();
     assert!(matches!(err, MutateError::InvalidRegion { .. }));
-    assert!(err.to_string().contains("harbor/harbor-core-abc-*"), "{err}");
+    assert!(
+        err.to_string().contains("harbor/harbor-core-abc-*"),
+        "{err}"
+    );
 }
 
 #[test]
 fn region_validation() {
-    for ok in ["eu-west-1", "us-gov-west-1", "ap-southeast-2", "il-central-1", "cn-north-1"] {
+    for ok in [
+        "eu-west-1",
+        "us-gov-west-1",
+        "ap-southeast-2",
+        "il-central-1",
+        "cn-north-1",
+    ] {
         assert!(is_valid_region(ok), "{ok}");
     }
-    for bad in ["", "eu", "eu-west", "EU-WEST-1", "eu_west_1", "eu-west-1a", "-eu-west-1", "1-west-1"] {
+    for bad in [
+        "",
+        "eu",
+        "eu-west",
+        "EU-WEST-1",
+        "eu_west_1",
+        "eu-west-1a",
+        "-eu-west-1",
+        "1-west-1",
+    ] {
         assert!(!is_valid_region(bad), "{bad}");
     }
 }
@@ -189,18 +305,39 @@ fn region_validation() {
 fn url_with_password_is_denied_without_echoing_it() {
     let pod = core_pod(vec![mk_container(
         "core",
-        vec![lit("POSTGRESQL_URL", "postgres://harbor:hunter2@db/registry")],
+        vec![lit(
+            "POSTGRESQL_URL",
+            "postgres://harbor:hunter2@db/registry",
+        )],
         None,
     )]);
     let err = mutate(&pod, &cfg(), &Facts::default()).unwrap_err();
-    assert_eq!(err, MutateError::PasswordInUrl { pod: "harbor/harbor-core-abc-*".into(), container: "core".into() });
+    assert_eq!(
+        err,
+        MutateError::PasswordInUrl {
+            pod: "harbor/harbor-core-abc-*".into(),
+            container: "core".into()
+        }
+    );
     assert!(!err.to_string().contains("hunter2"));
 
-    let pod = core_pod(vec![mk_container("core", vec![secret("POSTGRESQL_URL", "db", "url")], None)]);
+    let pod = core_pod(vec![mk_container(
+        "core",
+        vec![secret("POSTGRESQL_URL", "db", "url")],
+        None,
+    )]);
     let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
-    assert!(m.warnings.iter().any(|w| w.contains("POSTGRESQL_URL comes from Secret db key url")));
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("POSTGRESQL_URL comes from Secret db key url"))
+    );
 
-    let pod = core_pod(vec![mk_container("core", vec![lit("POSTGRESQL_URL", "postgres://harbor@db/registry")], None)]);
+    let pod = core_pod(vec![mk_container(
+        "core",
+        vec![lit("POSTGRESQL_URL", "postgres://harbor@db/registry")],
+        None,
+    )]);
     assert!(mutate(&pod, &cfg(), &Facts::default()).is_ok());
 }
 
@@ -211,11 +348,21 @@ fn images_warn_or_skip_when_strict() {
     let pod = core_pod(vec![c]);
     let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
     assert_eq!(m.outcome, Outcome::Applied(Component::Core));
-    assert!(m.warnings.iter().any(|w| w.contains("goharbor/harbor-core:v2.12.4 is not known to support RDS IAM auth")));
+    assert!(
+        m.warnings.iter().any(
+            |w| w.contains("goharbor/harbor-core:v2.12.4 is not known to support RDS IAM auth")
+        )
+    );
 
-    let strict = MutateConfig { strict_images: true, ..cfg() };
+    let strict = MutateConfig {
+        strict_images: true,
+        ..cfg()
+    };
     let m = mutate(&pod, &strict, &Facts::default()).unwrap();
-    assert_eq!(m.outcome, Outcome::Skipped(Skip::ImageNotIamCapable(Component::Core)));
+    assert_eq!(
+        m.outcome,
+        Outcome::Skipped(Skip::ImageNotIamCapable(Component::Core))
+    );
     assert_eq!(m.pod, pod);
 
     let capable = core_pod(vec![mk_container("core", vec![], None)]);
@@ -227,25 +374,49 @@ fn images_warn_or_skip_when_strict() {
 #[test]
 fn per_component_service_account() {
     let mut config = cfg();
-    config.component_service_accounts.insert(Component::Core, "harbor-core-irsa".into());
+    config
+        .component_service_accounts
+        .insert(Component::Core, "harbor-core-irsa".into());
     let pod = core_pod(vec![mk_container("core", vec![], None)]);
     let m = mutate(&pod, &config, &Facts::default()).unwrap();
-    assert_eq!(m.pod.spec.as_ref().unwrap().service_account_name.as_deref(), Some("harbor-core-irsa"));
+    assert_eq!(
+        m.pod.spec.as_ref().unwrap().service_account_name.as_deref(),
+        Some("harbor-core-irsa")
+    );
 }
 
 #[test]
 fn skipped_pods_are_returned_unchanged() {
-    let pod = mk_pod(&[("app", "nginx")], vec![mk_container("c", vec![lit("POSTGRESQL_PASSWORD", "x")], None)]);
+    let pod = mk_pod(
+        &[("app", "nginx")],
+        vec![mk_container(
+            "c",
+            vec![lit("POSTGRESQL_PASSWORD", "x")],
+            None,
+        )],
+    );
     let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
     assert_eq!((m.outcome, m.pod), (Outcome::Skipped(Skip::NotHarbor), pod));
 
-    let pod = mk_pod(&[("app", "harbor"), ("component", "portal")], vec![mk_container("portal", vec![], None)]);
+    let pod = mk_pod(
+        &[("app", "harbor"), ("component", "portal")],
+        vec![mk_container("portal", vec![], None)],
+    );
     let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
-    assert_eq!(m.outcome, Outcome::Skipped(Skip::NoDatabase(Some("portal".into()))));
+    assert_eq!(
+        m.outcome,
+        Outcome::Skipped(Skip::NoDatabase(Some("portal".into())))
+    );
     assert_eq!(m.pod, pod);
 
     let mut pod = core_pod(vec![mk_container("core", vec![], Some("s"))]);
-    pod.metadata.annotations = Some([(crate::consts::INJECT_ANNOTATION.to_string(), "disabled".to_string())].into());
+    pod.metadata.annotations = Some(
+        [(
+            crate::consts::INJECT_ANNOTATION.to_string(),
+            "disabled".to_string(),
+        )]
+        .into(),
+    );
     let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
     assert_eq!(m.outcome, Outcome::Skipped(Skip::OptedOut(Component::Core)));
     assert_eq!(m.pod, pod);
@@ -253,15 +424,29 @@ fn skipped_pods_are_returned_unchanged() {
 
 #[test]
 fn status_annotation_is_not_trusted() {
-    let mut pod = core_pod(vec![mk_container("core", vec![lit("POSTGRESQL_PASSWORD", "pw")], None)]);
-    pod.metadata.annotations = Some([(STATUS_ANNOTATION.to_string(), STATUS_INJECTED.to_string())].into());
+    let mut pod = core_pod(vec![mk_container(
+        "core",
+        vec![lit("POSTGRESQL_PASSWORD", "pw")],
+        None,
+    )]);
+    pod.metadata.annotations =
+        Some([(STATUS_ANNOTATION.to_string(), STATUS_INJECTED.to_string())].into());
     let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
-    assert!(env_of(&m.pod, "core").iter().filter(|e| e.name == "POSTGRESQL_PASSWORD").all(is_blank));
+    assert!(
+        env_of(&m.pod, "core")
+            .iter()
+            .filter(|e| e.name == "POSTGRESQL_PASSWORD")
+            .all(is_blank)
+    );
 }
 
 #[test]
 fn idempotent_also_after_api_server_drops_empty_values() {
-    let pod = core_pod(vec![mk_container("core", vec![secret("POSTGRESQL_PASSWORD", "db", "pw")], Some("s"))]);
+    let pod = core_pod(vec![mk_container(
+        "core",
+        vec![secret("POSTGRESQL_PASSWORD", "db", "pw")],
+        Some("s"),
+    )]);
     let once = mutate(&pod, &cfg(), &Facts::default()).unwrap().pod;
     let twice = mutate(&once, &cfg(), &Facts::default()).unwrap().pod;
     assert_eq!(once, twice);

@@ -1,0 +1,634 @@
+//! AdmissionReview in, AdmissionReview out. No HTTP here: the server and the CLI both call
+//! [`review`] / [`evaluate`], so the CLI previews exactly what the server answers.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::facts::Facts;
+use crate::mutate::{self, Component, MutateConfig, Outcome, Skip, Target};
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+const WARNING_PREFIX: &str = "harbor-iam-webhook: ";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(borrow)]
+    request: Option<Request<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request<'a> {
+    uid: String,
+    kind: GroupVersionKind,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    operation: String,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GroupVersionKind {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    version: String,
+    kind: String,
+}
+
+/// The parts of a pod needed to decide whether to look further. Every field is lenient:
+/// a non-Harbor pod must never be refused because our model can't read it.
+#[derive(Debug, Default, Deserialize)]
+struct PodHead {
+    #[serde(default)]
+    metadata: HeadMeta,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HeadMeta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    generate_name: Option<String>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewOut {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub response: Response,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// Base64 of the JSON Patch, as `admission.k8s.io/v1` defines it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub audit_annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub code: u16,
+    pub message: String,
+}
+
+/// What happened to one review, for the log line and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Patched.
+    Mutated,
+    /// A target pod that needed no change (e.g. a reinvocation).
+    Unchanged,
+    /// Not ours: not a pod CREATE, not Harbor, no DB, opted out, strict images, unreadable.
+    Skipped,
+    Denied,
+    /// A review the API server would never send.
+    Invalid,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Mutated => "mutated",
+            Decision::Unchanged => "unchanged",
+            Decision::Skipped => "skipped",
+            Decision::Denied => "denied",
+            Decision::Invalid => "invalid",
+        }
+    }
+}
+
+/// The facts of one review worth a log line. Names only, never env values.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub operation: String,
+    pub component: Option<Component>,
+    pub reason: &'static str,
+    pub decision: Option<Decision>,
+    pub patch_ops: usize,
+}
+
+/// The review body can't be answered with an AdmissionReview: an HTTP client error.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("request body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("request body is not an AdmissionReview: {0}")]
+    NotAReview(String),
+    #[error(
+        "unsupported AdmissionReview {api_version}/{kind}: this webhook speaks {API_VERSION} {KIND}"
+    )]
+    WrongVersion { api_version: String, kind: String },
+}
+
+impl ReviewError {
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ReviewError::NotJson(_) => 400,
+            ReviewError::NotAReview(_) | ReviewError::WrongVersion { .. } => 422,
+        }
+    }
+}
+
+/// The mutation of one pod object as JSON Patch, independent of the review around it.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub decision: Decision,
+    pub component: Option<Component>,
+    pub reason: &'static str,
+    pub patch: json_patch::Patch,
+    pub warnings: Vec<String>,
+    pub audit: BTreeMap<String, String>,
+    /// Set when the pod must be refused.
+    pub denial: Option<String>,
+}
+
+impl Evaluation {
+    fn skipped(reason: &'static str, component: Option<Component>, warnings: Vec<String>) -> Self {
+        Evaluation {
+            decision: Decision::Skipped,
+            component,
+            reason,
+            patch: json_patch::Patch(vec![]),
+            warnings,
+            audit: BTreeMap::new(),
+            denial: None,
+        }
+    }
+}
+
+/// Describe a serde error by where it happened, without the offending value (which may be a
+/// secret: `env[3].value` given as a number would be echoed by serde's own message).
+fn describe_parse_error(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = err.path().to_string();
+    let inner = err.inner();
+    let what = match inner.classify() {
+        serde_json::error::Category::Data => "has an unexpected type or value",
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            "is not valid JSON"
+        }
+        serde_json::error::Category::Io => "could not be read",
+    };
+    if path == "." || path.is_empty() {
+        format!("the object {what}")
+    } else {
+        format!("field {path} {what}")
+    }
+}
+
+/// Decide about one pod object (`object` is its JSON). `namespace` is the request's namespace,
+/// used when the object carries none (pods are often created without it).
+pub fn evaluate(
+    object: &str,
+    namespace: Option<&str>,
+    config: &MutateConfig,
+    facts: &Facts,
+) -> Evaluation {
+    // 1. Raw labels first, leniently: only Harbor DB pods are parsed into the typed model.
+    let head: PodHead = serde_json::from_str(object).unwrap_or_default();
+    let target = config.selector.classify_maps(
+        head.metadata.labels.as_ref(),
+        head.metadata.annotations.as_ref(),
+    );
+    let component = match target {
+        Target::NotHarbor => return Evaluation::skipped("not-harbor", None, vec![]),
+        Target::OtherComponent(_) => return Evaluation::skipped("no-database", None, vec![]),
+        Target::OptedOut(c) => return Evaluation::skipped("opted-out", Some(c), vec![]),
+        Target::Mutate(c) => c,
+    };
+
+    // 2. The typed pod. If it can't be read, the API server's own validation will say why;
+    //    a webhook error here would hide that message.
+    let de = &mut serde_json::Deserializer::from_str(object);
+    let mut pod: Pod = match serde_path_to_error::deserialize(de) {
+        Ok(p) => p,
+        Err(err) => {
+            let name = head
+                .metadata
+                .name
+                .or(head.metadata.generate_name)
+                .unwrap_or_default();
+            let warning = format!(
+                "{WARNING_PREFIX}pod {name} ({component}) left unchanged: {}",
+                describe_parse_error(&err)
+            );
+            return Evaluation::skipped("unreadable", Some(component), vec![warning]);
+        }
+    };
+    if pod.metadata.namespace.as_deref().unwrap_or("").is_empty() {
+        pod.metadata.namespace = namespace.map(str::to_owned);
+    }
+
+    // 3. The engine, then the patch: typed before vs typed after, so fields our model does not
+    //    know are in neither side and never touched.
+    let mutation = match mutate::mutate(&pod, config, facts) {
+        Ok(m) => m,
+        Err(err) => {
+            return Evaluation {
+                decision: Decision::Denied,
+                component: Some(component),
+                reason: "denied",
+                patch: json_patch::Patch(vec![]),
+                warnings: vec![],
+                audit: BTreeMap::from([("component".into(), component.to_string())]),
+                denial: Some(err.to_string()),
+            };
+        }
+    };
+    let warnings = mutation
+        .warnings
+        .iter()
+        .map(|w| format!("{WARNING_PREFIX}{w}"))
+        .collect();
+    if let Outcome::Skipped(skip) = &mutation.outcome {
+        let reason = match skip {
+            Skip::ImageNotIamCapable(_) => "strict-images",
+            Skip::NotHarbor => "not-harbor",
+            Skip::NoDatabase(_) => "no-database",
+            Skip::OptedOut(_) => "opted-out",
+        };
+        return Evaluation::skipped(reason, mutation.outcome.component(), warnings);
+    }
+    let before = serde_json::to_value(&pod).expect("a typed Pod always serialises");
+    let after = serde_json::to_value(&mutation.pod).expect("a typed Pod always serialises");
+    let patch = json_patch::diff(&before, &after);
+    let mut audit = mutation.audit;
+    let decision = if patch.0.is_empty() {
+        Decision::Unchanged
+    } else {
+        Decision::Mutated
+    };
+    audit.insert("decision".into(), decision.as_str().into());
+    Evaluation {
+        decision,
+        component: Some(component),
+        reason: "applied",
+        patch,
+        warnings,
+        audit,
+        denial: None,
+    }
+}
+
+fn invalid(uid: String, message: String) -> Response {
+    Response {
+        uid,
+        allowed: false,
+        status: Some(Status { code: 400, message }),
+        patch: None,
+        patch_type: None,
+        warnings: vec![],
+        audit_annotations: BTreeMap::new(),
+    }
+}
+
+fn allowed(uid: String) -> Response {
+    Response {
+        uid,
+        allowed: true,
+        status: None,
+        patch: None,
+        patch_type: None,
+        warnings: vec![],
+        audit_annotations: BTreeMap::new(),
+    }
+}
+
+/// Answer one AdmissionReview body.
+pub fn review(
+    body: &[u8],
+    config: &MutateConfig,
+    facts: &Facts,
+) -> Result<(ReviewOut, Summary), ReviewError> {
+    let parsed: ReviewIn = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ReviewError::NotAReview(e.to_string()),
+        _ => ReviewError::NotJson(e.to_string()),
+    })?;
+    let (api_version, kind) = (
+        parsed.api_version.unwrap_or_default(),
+        parsed.kind.unwrap_or_default(),
+    );
+    if api_version != API_VERSION || kind != KIND {
+        return Err(ReviewError::WrongVersion { api_version, kind });
+    }
+    let wrap = |response| ReviewOut {
+        api_version: API_VERSION,
+        kind: KIND,
+        response,
+    };
+    let Some(req) = parsed.request else {
+        let summary = Summary {
+            decision: Some(Decision::Invalid),
+            reason: "no-request",
+            ..Default::default()
+        };
+        return Ok((
+            wrap(invalid(
+                String::new(),
+                "AdmissionReview has no request".into(),
+            )),
+            summary,
+        ));
+    };
+    let mut summary = Summary {
+        uid: req.uid.clone(),
+        namespace: req.namespace.clone().unwrap_or_default(),
+        name: req.name.clone().unwrap_or_default(),
+        operation: req.operation.clone(),
+        ..Default::default()
+    };
+    let is_pod = req.kind.group.is_empty() && req.kind.version == "v1" && req.kind.kind == "Pod";
+    if !is_pod
+        || req.operation != "CREATE"
+        || req.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
+    {
+        summary.decision = Some(Decision::Skipped);
+        summary.reason = "not-a-pod-create";
+        return Ok((wrap(allowed(req.uid)), summary));
+    }
+    let Some(object) = req.object else {
+        summary.decision = Some(Decision::Invalid);
+        summary.reason = "no-object";
+        return Ok((
+            wrap(invalid(req.uid, "pod CREATE review has no object".into())),
+            summary,
+        ));
+    };
+    if summary.name.is_empty() {
+        let head: PodHead = serde_json::from_str(object.get()).unwrap_or_default();
+        summary.name = head
+            .metadata
+            .name
+            .or(head.metadata.generate_name)
+            .unwrap_or_default();
+    }
+    let eval = evaluate(object.get(), req.namespace.as_deref(), config, facts);
+    summary.component = eval.component;
+    summary.reason = eval.reason;
+    summary.decision = Some(eval.decision);
+    summary.patch_ops = eval.patch.0.len();
+    let mut response = allowed(req.uid);
+    response.warnings = eval.warnings;
+    response.audit_annotations = eval.audit;
+    if let Some(message) = eval.denial {
+        response.allowed = false;
+        response.status = Some(Status { code: 403, message });
+    } else if !eval.patch.0.is_empty() {
+        let bytes = serde_json::to_vec(&eval.patch).expect("a JSON Patch always serialises");
+        response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+        response.patch_type = Some("JSONPatch".into());
+    }
+    Ok((wrap(response), summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg() -> MutateConfig {
+        MutateConfig::new("eu-west-1")
+    }
+
+    fn review_json(object: serde_json::Value, operation: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "harbor",
+                "operation": operation,
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                "object": object,
+                "dryRun": false
+            }
+        }))
+        .unwrap()
+    }
+
+    fn core_pod() -> serde_json::Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "harbor-core-", "labels": {"app": "harbor", "component": "core"}},
+            "spec": {"containers": [{"name": "core", "image": "goharbor/harbor-core:v2.12.4",
+                "env": [{"name": "POSTGRESQL_PASSWORD", "value": "hunter2"}]}]}
+        })
+    }
+
+    fn decode_patch(r: &Response) -> json_patch::Patch {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(r.patch.as_ref().unwrap())
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn uid_echoed_patch_base64_and_applies() {
+        let (out, summary) = review(
+            &review_json(core_pod(), "CREATE"),
+            &cfg(),
+            &Facts::default(),
+        )
+        .unwrap();
+        let r = &out.response;
+        assert_eq!(r.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert!(r.allowed);
+        assert_eq!(r.patch_type.as_deref(), Some("JSONPatch"));
+        let mut pod = core_pod();
+        json_patch::patch(&mut pod, &decode_patch(r)).unwrap();
+        assert_eq!(pod["spec"]["serviceAccountName"], "harbor-sa");
+        assert_eq!(
+            pod["spec"]["containers"][0]["env"][0],
+            json!({"name": "POSTGRESQL_PASSWORD", "value": ""})
+        );
+        assert_eq!(summary.decision, Some(Decision::Mutated));
+        assert_eq!(summary.name, "harbor-core-");
+        assert_eq!(summary.component, Some(Component::Core));
+        let text = serde_json::to_string(&out).unwrap();
+        assert!(!text.contains("hunter2"));
+        assert!(r.warnings.iter().all(|w| w.starts_with(WARNING_PREFIX)));
+        assert_eq!(r.audit_annotations["component"], "core");
+    }
+
+    #[test]
+    fn unknown_fields_are_never_touched() {
+        let mut pod = core_pod();
+        pod["spec"]["futurePodField"] = json!({"x": 1});
+        pod["metadata"]["futureMetaField"] = json!("m");
+        pod["spec"]["containers"][0]["futureContainerField"] = json!(true);
+        pod["spec"]["containers"][0]["env"][0]["futureEnvField"] = json!("e");
+        let (out, _) = review(
+            &review_json(pod.clone(), "CREATE"),
+            &cfg(),
+            &Facts::default(),
+        )
+        .unwrap();
+        let patch = decode_patch(&out.response);
+        let mut patched = pod.clone();
+        json_patch::patch(&mut patched, &patch).unwrap();
+        assert_eq!(patched["spec"]["futurePodField"], json!({"x": 1}));
+        assert_eq!(patched["metadata"]["futureMetaField"], "m");
+        assert_eq!(
+            patched["spec"]["containers"][0]["futureContainerField"],
+            true
+        );
+        assert_eq!(
+            patched["spec"]["containers"][0]["env"][0]["futureEnvField"],
+            "e"
+        );
+        assert_eq!(patched["spec"]["containers"][0]["env"][0]["value"], "");
+        for op in &patch.0 {
+            assert!(
+                !matches!(op, json_patch::PatchOperation::Remove(_)),
+                "unexpected remove: {op:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_create_and_non_pods_are_allowed_unchanged() {
+        let (out, s) = review(
+            &review_json(core_pod(), "UPDATE"),
+            &cfg(),
+            &Facts::default(),
+        )
+        .unwrap();
+        assert!(out.response.allowed && out.response.patch.is_none());
+        assert_eq!(s.decision, Some(Decision::Skipped));
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&review_json(core_pod(), "CREATE")).unwrap();
+        body["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+        let (out, _) = review(
+            &serde_json::to_vec(&body).unwrap(),
+            &cfg(),
+            &Facts::default(),
+        )
+        .unwrap();
+        assert!(out.response.allowed && out.response.patch.is_none());
+        body["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "Pod"});
+        body["request"]["subResource"] = json!("ephemeralcontainers");
+        let (out, _) = review(
+            &serde_json::to_vec(&body).unwrap(),
+            &cfg(),
+            &Facts::default(),
+        )
+        .unwrap();
+        assert!(out.response.allowed && out.response.patch.is_none());
+    }
+
+    #[test]
+    fn unparsable_pods() {
+        // A non-Harbor pod our model can't read: allowed, silently, so the API server's own
+        // validation error reaches the user.
+        let bad = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": "oops"}});
+        let (out, s) = review(&review_json(bad, "CREATE"), &cfg(), &Facts::default()).unwrap();
+        assert!(
+            out.response.allowed
+                && out.response.patch.is_none()
+                && out.response.warnings.is_empty()
+        );
+        assert_eq!(s.reason, "not-harbor");
+        // Labels that aren't even strings: still not our business.
+        let bad = json!({"metadata": {"labels": {"app": 5}}, "spec": {}});
+        let (out, _) = review(&review_json(bad, "CREATE"), &cfg(), &Facts::default()).unwrap();
+        assert!(out.response.allowed && out.response.patch.is_none());
+        // A Harbor pod we can't read: allowed with a warning naming the field, not the value.
+        let mut bad = core_pod();
+        bad["spec"]["containers"][0]["env"][0]["value"] = json!(123456789);
+        let (out, s) = review(&review_json(bad, "CREATE"), &cfg(), &Facts::default()).unwrap();
+        assert!(out.response.allowed && out.response.patch.is_none());
+        assert_eq!(s.reason, "unreadable");
+        let w = &out.response.warnings[0];
+        assert!(w.contains("spec.containers[0].env[0].value"), "{w}");
+        assert!(!w.contains("123456789"), "{w}");
+    }
+
+    #[test]
+    fn denial_has_a_message() {
+        let mut pod = core_pod();
+        pod["spec"]["containers"][0]["env"] =
+            json!([{"name": "POSTGRESQL_URL", "value": "postgres://u:pw@h/d"}]);
+        let (out, s) = review(&review_json(pod, "CREATE"), &cfg(), &Facts::default()).unwrap();
+        assert!(!out.response.allowed);
+        let status = out.response.status.unwrap();
+        assert_eq!(status.code, 403);
+        assert!(status.message.contains("POSTGRESQL_URL"));
+        assert!(!status.message.contains("pw@"));
+        assert_eq!(s.decision, Some(Decision::Denied));
+    }
+
+    #[test]
+    fn malformed_reviews() {
+        let e = review(b"not json", &cfg(), &Facts::default()).unwrap_err();
+        assert_eq!(e.http_status(), 400);
+        let e = review(br#"{"apiVersion": 5}"#, &cfg(), &Facts::default()).unwrap_err();
+        assert_eq!(e.http_status(), 422);
+        let e = review(
+            br#"{"apiVersion": "v1", "kind": "Pod"}"#,
+            &cfg(),
+            &Facts::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ReviewError::WrongVersion { .. }));
+        let e = review(
+            br#"{"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview"}"#,
+            &cfg(),
+            &Facts::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("admission.k8s.io/v1beta1"));
+        let (out, _) = review(
+            br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#,
+            &cfg(),
+            &Facts::default(),
+        )
+        .unwrap();
+        assert!(!out.response.allowed);
+        assert_eq!(out.response.status.unwrap().code, 400);
+        let mut body: serde_json::Value =
+            serde_json::from_slice(&review_json(core_pod(), "CREATE")).unwrap();
+        body["request"].as_object_mut().unwrap().remove("object");
+        let (out, _) = review(
+            &serde_json::to_vec(&body).unwrap(),
+            &cfg(),
+            &Facts::default(),
+        )
+        .unwrap();
+        assert!(!out.response.allowed);
+    }
+}

@@ -1,0 +1,197 @@
+//! `harbor-iam-webhook mutate`: the server's decision, previewed from files.
+
+use std::io::Read;
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::admission::{self, Decision};
+use crate::config::{MutateArgs, Output};
+use crate::facts::Facts;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid YAML or JSON: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {message}")]
+    Input { path: String, message: String },
+    #[error("cannot write the output: {0}")]
+    Write(String),
+}
+
+/// How a run ended, for the exit code.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// Printed the result (mutated or unchanged).
+    Printed,
+    /// The server would refuse this pod; the message says why.
+    Denied(String),
+}
+
+fn read_input(path: &Path) -> Result<String, CliError> {
+    let shown = path.display().to_string();
+    let mut text = String::new();
+    let res = if shown == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(path).map(|t| text = t)
+    };
+    res.map_err(|source| CliError::Read {
+        path: shown,
+        source,
+    })?;
+    Ok(text)
+}
+
+/// The non-empty YAML documents of `text` (JSON is YAML too).
+fn documents(text: &str, path: &str) -> Result<Vec<Value>, CliError> {
+    let mut docs = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let value = Value::deserialize(doc).map_err(|e| CliError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    Ok(docs)
+}
+
+/// ConfigMaps from `--facts` files; `List` documents are unwrapped. Other kinds are reported
+/// on stderr and skipped (ServiceAccount facts arrive with the cluster-aware work).
+pub fn load_facts(paths: &[impl AsRef<Path>]) -> Result<Facts, CliError> {
+    let mut facts = Facts::default();
+    for path in paths {
+        let shown = path.as_ref().display().to_string();
+        let text = read_input(path.as_ref())?;
+        let mut queue = documents(&text, &shown)?;
+        while let Some(doc) = queue.pop() {
+            match doc.get("kind").and_then(Value::as_str) {
+                Some("ConfigMap") => {
+                    let cm: ConfigMap =
+                        serde_json::from_value(doc).map_err(|e| CliError::Input {
+                            path: shown.clone(),
+                            message: format!("invalid ConfigMap: {e}"),
+                        })?;
+                    facts.add_config_map(cm);
+                }
+                Some(kind) if kind.ends_with("List") => {
+                    if let Some(Value::Array(items)) = doc.get("items") {
+                        queue.extend(items.iter().cloned());
+                    }
+                }
+                other => eprintln!(
+                    "{shown}: skipping a {} document: only ConfigMaps are used as facts",
+                    other.unwrap_or("kind-less")
+                ),
+            }
+        }
+    }
+    Ok(facts)
+}
+
+/// The pod object and namespace of a Pod or AdmissionReview document.
+fn pod_of(doc: Value, path: &str) -> Result<(Value, Option<String>), CliError> {
+    let input = |message: String| CliError::Input {
+        path: path.into(),
+        message,
+    };
+    match doc.get("kind").and_then(Value::as_str) {
+        Some("Pod") => {
+            let ns = doc
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            Ok((doc, ns))
+        }
+        Some("AdmissionReview") => {
+            let ns = doc
+                .pointer("/request/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let object = doc
+                .pointer("/request/object")
+                .cloned()
+                .ok_or_else(|| input("AdmissionReview has no request.object".into()))?;
+            if object
+                .get("kind")
+                .and_then(Value::as_str)
+                .is_some_and(|k| k != "Pod")
+            {
+                return Err(input("the AdmissionReview's object is not a Pod".into()));
+            }
+            Ok((object, ns))
+        }
+        Some(kind) => Err(input(format!(
+            "expected a Pod or an AdmissionReview, got kind {kind}"
+        ))),
+        None => Err(input(
+            "expected a Pod or an AdmissionReview, got a document without kind".into(),
+        )),
+    }
+}
+
+/// Run `mutate`: print the result to `out`, warnings to stderr.
+pub fn run(args: &MutateArgs, out: &mut impl std::io::Write) -> Result<Finished, CliError> {
+    let config = args.engine.to_config()?;
+    let facts = load_facts(&args.facts)?;
+    let path = args.file.display().to_string();
+    let mut docs = documents(&read_input(&args.file)?, &path)?;
+    if docs.len() != 1 {
+        return Err(CliError::Input {
+            path,
+            message: format!(
+                "expected one Pod or AdmissionReview, found {} documents",
+                docs.len()
+            ),
+        });
+    }
+    let (mut object, namespace) = pod_of(docs.remove(0), &path)?;
+    let object_json = serde_json::to_string(&object).expect("a JSON value always serialises");
+    let eval = admission::evaluate(&object_json, namespace.as_deref(), &config, &facts);
+    for w in &eval.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Some(message) = eval.denial {
+        return Ok(Finished::Denied(message));
+    }
+    if eval.decision == Decision::Skipped {
+        eprintln!("left unchanged: {}", eval.reason);
+    }
+    let write_err = |e: String| CliError::Write(e);
+    match args.output {
+        Output::Patch => {
+            serde_json::to_writer_pretty(&mut *out, &eval.patch)
+                .map_err(|e| write_err(e.to_string()))?;
+            writeln!(out).map_err(|e| write_err(e.to_string()))?;
+        }
+        Output::Json | Output::Yaml => {
+            json_patch::patch(&mut object, &eval.patch).map_err(|e| {
+                write_err(format!(
+                    "the patch does not apply to the input (a bug): {e}"
+                ))
+            })?;
+            if args.output == Output::Json {
+                serde_json::to_writer_pretty(&mut *out, &object)
+                    .map_err(|e| write_err(e.to_string()))?;
+                writeln!(out).map_err(|e| write_err(e.to_string()))?;
+            } else {
+                let text =
+                    serde_yaml_ng::to_string(&object).map_err(|e| write_err(e.to_string()))?;
+                out.write_all(text.as_bytes())
+                    .map_err(|e| write_err(e.to_string()))?;
+            }
+        }
+    }
+    Ok(Finished::Printed)
+}

@@ -1,0 +1,319 @@
+//! Command line and environment, turned once into validated configuration.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::consts;
+use crate::mutate::{Component, MutateConfig, Selector, is_valid_region};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "harbor-iam-webhook",
+    version,
+    about = "Switches Harbor pods to AWS RDS IAM database authentication at admission time"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTPS admission webhook.
+    Serve(ServeArgs),
+    /// Print the mutation of a Pod or AdmissionReview file, as the server would do it.
+    Mutate(MutateArgs),
+}
+
+/// How the engine mutates: shared by `serve` and `mutate`.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// AWS region of the RDS instance (a pod annotation harbor-iam-webhook/aws-region overrides it).
+    #[arg(long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// IRSA ServiceAccount that DB components run as.
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_SERVICE_ACCOUNT", default_value = consts::DEFAULT_SERVICE_ACCOUNT)]
+    pub service_account: String,
+    /// Per-component ServiceAccount, COMPONENT=NAME (core, jobservice, exporter, migrator); repeatable.
+    #[arg(long = "component-service-account", env = "HARBOR_IAM_WEBHOOK_COMPONENT_SERVICE_ACCOUNTS",
+          value_delimiter = ',', value_parser = parse_component_account, value_name = "COMPONENT=NAME")]
+    pub component_service_accounts: Vec<(Component, String)>,
+    /// Leave pods alone whose images are not known to support IAM auth, instead of warning.
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_STRICT_IMAGES")]
+    pub strict_images: bool,
+    /// Image patterns (`*` wildcard) known to support RDS IAM auth; repeatable.
+    #[arg(long = "iam-capable-image", env = "HARBOR_IAM_WEBHOOK_IAM_CAPABLE_IMAGES", value_delimiter = ',',
+          default_values_t = consts::DEFAULT_IAM_CAPABLE_IMAGES.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+          value_name = "PATTERN")]
+    pub iam_capable_images: Vec<String>,
+    /// Labels of which any one marks a pod as Harbor, KEY=VALUE; repeatable.
+    #[arg(long = "harbor-label", env = "HARBOR_IAM_WEBHOOK_HARBOR_LABELS", value_delimiter = ',',
+          value_parser = parse_label,
+          default_values_t = consts::DEFAULT_HARBOR_LABELS.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+          value_name = "KEY=VALUE")]
+    pub harbor_labels: Vec<String>,
+    /// Label keys naming the component, first match wins; repeatable.
+    #[arg(long = "component-label", env = "HARBOR_IAM_WEBHOOK_COMPONENT_LABELS", value_delimiter = ',',
+          default_values_t = consts::DEFAULT_COMPONENT_LABELS.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+          value_name = "KEY")]
+    pub component_labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Address to serve HTTPS on.
+    #[arg(
+        long,
+        env = "HARBOR_IAM_WEBHOOK_LISTEN",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub listen: SocketAddr,
+    /// Serving certificate chain (PEM). Without --tls-cert/--tls-key a self-signed development
+    /// certificate for localhost is generated.
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Where to write the CA of the generated development certificate.
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_DEV_CA_OUT", default_value_os_t = std::env::temp_dir().join("harbor-iam-webhook-dev-ca.pem"))]
+    pub dev_ca_out: PathBuf,
+    /// Largest accepted request body. The API server's objects reach ~3 MiB and a review wraps them.
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Time limit for one request, in seconds (the API server waits at most 30).
+    #[arg(
+        long,
+        env = "HARBOR_IAM_WEBHOOK_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    pub request_timeout_seconds: u64,
+    /// Time limit for a TLS handshake and for reading request headers, in seconds.
+    #[arg(
+        long,
+        env = "HARBOR_IAM_WEBHOOK_HANDSHAKE_TIMEOUT_SECONDS",
+        default_value_t = 5
+    )]
+    pub handshake_timeout_seconds: u64,
+    /// Time allowed to finish in-flight requests on shutdown, in seconds.
+    #[arg(
+        long,
+        env = "HARBOR_IAM_WEBHOOK_SHUTDOWN_TIMEOUT_SECONDS",
+        default_value_t = 20
+    )]
+    pub shutdown_timeout_seconds: u64,
+    /// Log output format.
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(
+        long,
+        env = "HARBOR_IAM_WEBHOOK_LOG",
+        default_value = "harbor_iam_webhook=info,warn"
+    )]
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Yaml,
+    Json,
+    Patch,
+}
+
+#[derive(Debug, Args)]
+pub struct MutateArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Pod or AdmissionReview, YAML or JSON; `-` for standard input.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
+    /// ConfigMaps (and later ServiceAccounts) the server would know, multi-document YAML; repeatable.
+    #[arg(long = "facts", value_name = "FILE")]
+    pub facts: Vec<PathBuf>,
+    /// What to print: the mutated object, or the JSON Patch.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Yaml)]
+    pub output: Output,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "no AWS region: pass --aws-region or set AWS_REGION (the region of the RDS instance, e.g. eu-west-1)"
+    )]
+    MissingRegion,
+    #[error("--aws-region {0:?} is not an AWS region (expected e.g. eu-west-1)")]
+    InvalidRegion(String),
+    #[error("--service-account must not be empty")]
+    EmptyServiceAccount,
+}
+
+fn parse_component_account(s: &str) -> Result<(Component, String), String> {
+    let (c, name) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected COMPONENT=NAME, got {s:?}"))?;
+    if name.is_empty() {
+        return Err(format!("empty ServiceAccount name in {s:?}"));
+    }
+    Ok((c.parse()?, name.to_owned()))
+}
+
+fn parse_label(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((k, _)) if !k.is_empty() => Ok(s.to_owned()),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+impl EngineArgs {
+    pub fn to_config(&self) -> Result<MutateConfig, ConfigError> {
+        let region = self
+            .aws_region
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty());
+        let region = region.ok_or(ConfigError::MissingRegion)?;
+        if !is_valid_region(region) {
+            return Err(ConfigError::InvalidRegion(region.to_owned()));
+        }
+        if self.service_account.trim().is_empty() {
+            return Err(ConfigError::EmptyServiceAccount);
+        }
+        Ok(MutateConfig {
+            region: region.to_owned(),
+            service_account: self.service_account.clone(),
+            component_service_accounts: self
+                .component_service_accounts
+                .iter()
+                .cloned()
+                .collect::<BTreeMap<_, _>>(),
+            iam_capable_images: self.iam_capable_images.clone(),
+            strict_images: self.strict_images,
+            selector: Selector {
+                harbor_labels: self
+                    .harbor_labels
+                    .iter()
+                    .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+                    .collect(),
+                component_labels: self.component_labels.clone(),
+            },
+        })
+    }
+}
+
+impl ServeArgs {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            request_timeout: Duration::from_secs(self.request_timeout_seconds),
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_seconds),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_seconds),
+        }
+    }
+}
+
+/// Server limits, each from a flag.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("harbor-iam-webhook").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults_and_engine_config() {
+        let cli = parse(&[
+            "serve",
+            "--aws-region",
+            "eu-west-1",
+            "--component-service-account",
+            "core=core-sa",
+        ])
+        .unwrap();
+        let Command::Serve(a) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(a.listen.to_string(), "0.0.0.0:8443");
+        let c = a.engine.to_config().unwrap();
+        assert_eq!(c.region, "eu-west-1");
+        assert_eq!(c.service_account, "harbor-sa");
+        assert_eq!(c.service_account_for(Component::Core), "core-sa");
+        assert_eq!(c.service_account_for(Component::Jobservice), "harbor-sa");
+        assert_eq!(c.selector, Selector::default());
+        assert!(!c.strict_images);
+    }
+
+    #[test]
+    fn region_is_required_and_checked() {
+        let engine = |r: Option<&str>| EngineArgs {
+            aws_region: r.map(Into::into),
+            ..match parse(&["mutate", "-f", "x"]).unwrap().command {
+                Command::Mutate(m) => m.engine,
+                _ => unreachable!(),
+            }
+        };
+        assert!(matches!(
+            engine(None).to_config(),
+            Err(ConfigError::MissingRegion)
+        ));
+        assert!(matches!(
+            engine(Some(" ")).to_config(),
+            Err(ConfigError::MissingRegion)
+        ));
+        assert!(matches!(
+            engine(Some("Frankfurt")).to_config(),
+            Err(ConfigError::InvalidRegion(_))
+        ));
+        assert!(engine(Some("eu-central-1")).to_config().is_ok());
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        assert!(parse(&["serve", "--component-service-account", "portal=x"]).is_err());
+        assert!(parse(&["serve", "--component-service-account", "core"]).is_err());
+        assert!(
+            parse(&["serve", "--tls-cert", "a.pem"]).is_err(),
+            "cert without key"
+        );
+        assert!(parse(&["serve", "--harbor-label", "novalue"]).is_err());
+        assert!(parse(&["mutate", "-f", "x", "-o", "xml"]).is_err());
+    }
+}
