@@ -1,0 +1,206 @@
+//! Shared by the integration tests: fixtures, hand-written expectations, checks.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use harbor_iam_webhook::facts::Facts;
+use harbor_iam_webhook::mutate::MutateConfig;
+use serde::Deserialize;
+use serde_json::Value;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// The one object of a fixture file (header comments and `---` allowed).
+pub fn read_object(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let docs: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).expect("fixture is YAML"))
+        .filter(|v| !v.is_null())
+        .collect();
+    assert_eq!(docs.len(), 1, "{}: one object per fixture", path.display());
+    docs.into_iter().next().unwrap()
+}
+
+pub fn config() -> MutateConfig {
+    MutateConfig::new("eu-west-1")
+}
+
+pub fn facts(names: &[String]) -> Facts {
+    Facts::with_config_maps(names.iter().map(|n| {
+        serde_json::from_value(read_object(&fixtures().join("configmaps").join(n)))
+            .expect("ConfigMap fixture")
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Expectations {
+    pub pods: BTreeMap<String, PodExpectation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodExpectation {
+    pub mutated: bool,
+    #[serde(default)]
+    pub service_account_name: Option<String>,
+    #[serde(default)]
+    pub containers: BTreeMap<String, ContainerExpectation>,
+    #[serde(default)]
+    pub init_containers: BTreeMap<String, ContainerExpectation>,
+    #[serde(default)]
+    pub with_facts: Option<WithFacts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithFacts {
+    pub facts: Vec<String>,
+    #[serde(default)]
+    pub containers: BTreeMap<String, ContainerExpectation>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerExpectation {
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub blank: Vec<String>,
+    #[serde(default)]
+    pub absent: Vec<String>,
+}
+
+pub fn expectations() -> Expectations {
+    let text = std::fs::read_to_string(fixtures().join("expectations.yaml")).unwrap();
+    serde_yaml_ng::from_str(&text).expect("expectations.yaml parses")
+}
+
+fn container<'a>(pod: &'a Value, list: &str, name: &str) -> &'a Value {
+    pod["spec"][list]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no {list} entry named {name}"))
+}
+
+fn entries<'a>(c: &'a Value, name: &str) -> Vec<&'a Value> {
+    c["env"]
+        .as_array()
+        .map(|e| e.iter().filter(|e| e["name"] == name).collect())
+        .unwrap_or_default()
+}
+
+pub fn is_blank(entry: &Value) -> bool {
+    entry.get("valueFrom").is_none()
+        && entry
+            .get("value")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+}
+
+/// Check one container of a mutated pod (raw JSON, as the API server would hold it).
+pub fn check_container(pod: &Value, list: &str, name: &str, exp: &ContainerExpectation) {
+    let c = container(pod, list, name);
+    for (k, v) in &exp.env {
+        let found = entries(c, k);
+        assert_eq!(
+            found.len(),
+            1,
+            "{name}: {k} must appear once, found {found:?}"
+        );
+        assert!(
+            found[0].get("valueFrom").is_none(),
+            "{name}: {k} must be literal"
+        );
+        assert_eq!(found[0]["value"].as_str(), Some(v.as_str()), "{name}: {k}");
+    }
+    for k in &exp.blank {
+        let found = entries(c, k);
+        assert!(!found.is_empty(), "{name}: {k} must be present and blank");
+        assert!(
+            found.iter().all(|e| is_blank(e)),
+            "{name}: {k} must be blank: {found:?}"
+        );
+    }
+    for k in &exp.absent {
+        assert!(entries(c, k).is_empty(), "{name}: {k} must be absent");
+    }
+}
+
+pub fn check_pod(pod: &Value, exp: &PodExpectation) {
+    if let Some(sa) = &exp.service_account_name {
+        assert_eq!(
+            pod["spec"]["serviceAccountName"].as_str(),
+            Some(sa.as_str())
+        );
+    }
+    if exp.mutated {
+        assert_eq!(
+            pod["metadata"]["annotations"]["harbor-iam-webhook/status"],
+            "injected"
+        );
+    }
+    for (name, c) in &exp.containers {
+        check_container(pod, "containers", name, c);
+    }
+    for (name, c) in &exp.init_containers {
+        check_container(pod, "initContainers", name, c);
+    }
+}
+
+pub const PASSWORD_ENVS: &[&str] = &["POSTGRESQL_PASSWORD", "HARBOR_DATABASE_PASSWORD"];
+
+/// The invariant behind the product: no container of a DB pod receives a password.
+pub fn assert_no_static_password(pod: &Value) {
+    for list in ["containers", "initContainers"] {
+        for c in pod["spec"][list].as_array().into_iter().flatten() {
+            for e in c["env"].as_array().into_iter().flatten() {
+                let name = e["name"].as_str().unwrap_or("");
+                if PASSWORD_ENVS.contains(&name) {
+                    assert!(
+                        is_blank(e),
+                        "container {}: {name} still set: {e}",
+                        c["name"]
+                    );
+                }
+            }
+            let has_secret_from = c["envFrom"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s.get("secretRef").is_some());
+            if has_secret_from {
+                let blanked = c["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["name"] == "POSTGRESQL_PASSWORD");
+                assert!(
+                    blanked,
+                    "container {}: envFrom secret without an explicit blank POSTGRESQL_PASSWORD",
+                    c["name"]
+                );
+            }
+        }
+    }
+}
+
+/// What the API server stores: `value: ""` is dropped (omitempty).
+pub fn normalise_like_api_server(pod: &mut Value) {
+    for list in ["containers", "initContainers"] {
+        if let Some(cs) = pod["spec"][list].as_array_mut() {
+            for c in cs {
+                if let Some(env) = c["env"].as_array_mut() {
+                    for e in env {
+                        if e["value"] == "" {
+                            e.as_object_mut().unwrap().remove("value");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
