@@ -108,6 +108,9 @@ func checkCertManagerObjects(t *testing.T, all, cm []obj) {
 				t.Errorf("Certificate %s: issuerRef %s %v is not in the overlay", id, kind, ref["name"])
 			}
 		}
+		if isCA, _ := spec["isCA"].(bool); isCA {
+			continue
+		}
 		dns, _ := spec["dnsNames"].([]any)
 		for _, s := range svcNames {
 			found := false

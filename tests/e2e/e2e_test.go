@@ -24,6 +24,9 @@ const (
 	nsHarbor = "harbor"         // labelled: the webhook runs here (the fixtures' own namespace)
 	nsPlain  = "harbor-plain"   // not labelled: the API server admits pods without the webhook
 	nsNoSA   = "harbor-no-irsa" // labelled, but without the IRSA ServiceAccount
+	// The webhook's own namespace (manifests/), labelled here too: the
+	// namespaceSelector must exclude it anyway.
+	nsWebhook = "harbor-iam-webhook"
 
 	injectLabel      = "harbor-iam-webhook/inject"
 	statusAnnotation = "harbor-iam-webhook/status"
@@ -51,6 +54,7 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 		}
 	})
 	t.Run("unlabelled namespace is left alone", e.specUnlabelledNamespace)
+	t.Run("webhook's own namespace is excluded even when labelled", e.specOwnNamespace)
 	t.Run("opt-out annotation is honoured", e.specOptOut)
 	t.Run("non-Harbor pod is left alone", e.specNonHarborPod)
 	t.Run("invalid non-Harbor pod gets the API server's validation error", e.specInvalidPod)
@@ -121,7 +125,7 @@ func (e *env) createNamespaces(t *testing.T) {
 		}
 	}
 	var items []any
-	for _, ns := range []string{nsHarbor, nsPlain, nsNoSA} {
+	for _, ns := range []string{nsHarbor, nsPlain, nsNoSA, nsWebhook} {
 		md := obj{"name": ns}
 		if ns != nsPlain {
 			md["labels"] = obj{injectLabel: "enabled"}
@@ -283,6 +287,23 @@ func (e *env) specUnlabelledNamespace(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The shipped namespaceSelector excludes the webhook's own namespace by name,
+// so a label there cannot make the webhook depend on itself.
+func (e *env) specOwnNamespace(t *testing.T) {
+	f := e.mutatedFixtures()[0]
+	got, _, err := e.dryRunCreate(t, nsWebhook, e.fixtureJSON(t, f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, _, err := e.dryRunCreate(t, nsPlain, e.fixtureJSON(t, f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := diff(normalised(plain.raw, false), normalised(got.raw, false)); d != "" {
+		t.Errorf("%s mutated in namespace %s (- unlabelled namespace, + %s):\n%s", f, nsWebhook, nsWebhook, d)
 	}
 }
 

@@ -258,6 +258,16 @@ func normalised(o obj, ownedToo bool) obj {
 		delete(md, k)
 	}
 	delete(c, "status")
+	// The ServiceAccount plugin names its token volume kube-api-access-<random>.
+	spec := c["spec"].(obj)
+	renameTokenVolume(spec["volumes"])
+	for _, kind := range []string{"containers", "initContainers"} {
+		if cs, ok := spec[kind].([]any); ok {
+			for _, ci := range cs {
+				renameTokenVolume(ci.(obj)["volumeMounts"])
+			}
+		}
+	}
 	if !ownedToo {
 		return c
 	}
@@ -267,7 +277,6 @@ func normalised(o obj, ownedToo bool) obj {
 			delete(md, "annotations")
 		}
 	}
-	spec := c["spec"].(obj)
 	delete(spec, "serviceAccountName")
 	delete(spec, "serviceAccount")
 	spec["volumes"] = withoutNamed(spec["volumes"], irsaVolume)
@@ -280,6 +289,17 @@ func normalised(o obj, ownedToo bool) obj {
 		}
 	}
 	return c
+}
+
+func renameTokenVolume(list any) {
+	l, _ := list.([]any)
+	for _, x := range l {
+		if m, ok := x.(obj); ok {
+			if n, _ := m["name"].(string); strings.HasPrefix(n, "kube-api-access-") {
+				m["name"] = "kube-api-access-*"
+			}
+		}
+	}
 }
 
 // withoutNamed drops list entries whose name is name; an emptied or absent
@@ -306,42 +326,55 @@ func deepCopy(o obj) obj {
 	return c
 }
 
-// diff returns "" when a and b are equal, else both as indented JSON lines
-// that differ (a simple line diff is enough for these small objects).
+// diff returns "" when a and b are equal, else one line per differing
+// path: "- path: value" for a's side, "+ path: value" for b's.
 func diff(a, b obj) string {
-	if reflect.DeepEqual(a, b) {
-		return ""
-	}
-	ja, _ := json.MarshalIndent(a, "", "  ")
-	jb, _ := json.MarshalIndent(b, "", "  ")
-	la, lb := strings.Split(string(ja), "\n"), strings.Split(string(jb), "\n")
-	inB := map[string]int{}
-	for _, l := range lb {
-		inB[l]++
-	}
-	inA := map[string]int{}
-	for _, l := range la {
-		inA[l]++
-	}
 	var out []string
-	for _, l := range la {
-		if inB[l] == 0 {
-			out = append(out, "- "+strings.TrimSpace(l))
-		} else {
-			inB[l]--
-		}
-	}
-	for _, l := range lb {
-		if inA[l] == 0 {
-			out = append(out, "+ "+strings.TrimSpace(l))
-		} else {
-			inA[l]--
-		}
-	}
-	if len(out) == 0 {
-		return "(same lines, different order)\n" + string(jb)
-	}
+	diffAt(&out, "", a, b)
 	return strings.Join(out, "\n")
+}
+
+func diffAt(out *[]string, path string, a, b any) {
+	if reflect.DeepEqual(a, b) {
+		return
+	}
+	show := func(v any) string {
+		j, _ := json.Marshal(v)
+		return string(j)
+	}
+	switch x := a.(type) {
+	case obj:
+		if y, ok := b.(obj); ok {
+			keys := map[string]bool{}
+			for k := range x {
+				keys[k] = true
+			}
+			for k := range y {
+				keys[k] = true
+			}
+			for _, k := range sortedKeys(keys) {
+				va, inA := x[k]
+				vb, inB := y[k]
+				switch {
+				case !inA:
+					*out = append(*out, fmt.Sprintf("+ %s.%s: %s", path, k, show(vb)))
+				case !inB:
+					*out = append(*out, fmt.Sprintf("- %s.%s: %s", path, k, show(va)))
+				default:
+					diffAt(out, path+"."+k, va, vb)
+				}
+			}
+			return
+		}
+	case []any:
+		if y, ok := b.([]any); ok && len(x) == len(y) {
+			for i := range x {
+				diffAt(out, fmt.Sprintf("%s[%d]", path, i), x[i], y[i])
+			}
+			return
+		}
+	}
+	*out = append(*out, fmt.Sprintf("- %s: %s", path, show(a)), fmt.Sprintf("+ %s: %s", path, show(b)))
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -44,7 +44,7 @@ func startProc(t *testing.T, dir, name string, stdout io.Writer, env []string, b
 		t.Fatalf("%s: %v", name, err)
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(inheritedEnv(), env...)
 	cmd.Stderr = logFile
 	cmd.Stdout = logFile
 	if stdout != nil {
@@ -64,6 +64,19 @@ func startProc(t *testing.T, dir, name string, stdout io.Writer, env []string, b
 	}()
 	t.Cleanup(func() { p.stop(t) })
 	return p
+}
+
+// inheritedEnv is the suite's environment minus settings of the webhook
+// (HARBOR_IAM_WEBHOOK_*, AWS_*) that would make a run depend on the caller.
+func inheritedEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "HARBOR_IAM_WEBHOOK_") || strings.HasPrefix(kv, "AWS_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }
 
 func recordPid(pid int) {
