@@ -1,0 +1,354 @@
+//! The HTTPS server on 127.0.0.1:0, driven by a real TLS client (reqwest over rustls).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Once;
+use std::time::Duration;
+
+use base64::Engine as _;
+use harbor_iam_webhook::config::Limits;
+use harbor_iam_webhook::facts::Facts;
+use harbor_iam_webhook::{server, tls};
+use reqwest::{StatusCode, Version};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+static PROVIDER: Once = Once::new();
+
+fn install_provider() {
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    ca_pem: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    async fn start(limits: Limits) -> Self {
+        install_provider();
+        let dev = tls::dev_certificate(&["localhost", "127.0.0.1"]).unwrap();
+        let tls_config = tls::server_config(dev.identity).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = server::AppState::new(common::config(), Facts::default(), &limits);
+        let app = server::router(state.clone(), &limits);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let stop = async {
+                let _ = rx.await;
+            };
+            server::serve(listener, tls_config, app, state, limits, stop).await.unwrap();
+        });
+        TestServer { addr, ca_pem: dev.ca_pem, stop: Some(tx), task }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    fn client(&self, alpn: &[&[u8]]) -> reqwest::Client {
+        client_for(&self.ca_pem, self.addr, alpn)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task).await.unwrap().unwrap();
+    }
+}
+
+fn client_for(ca_pem: &str, addr: SocketAddr, alpn: &[&[u8]]) -> reqwest::Client {
+    install_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .resolve("localhost", addr)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+const H2: &[&[u8]] = &[b"h2"];
+const H1: &[&[u8]] = &[b"http/1.1"];
+
+fn review(object: &Value, uid: &str) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": object["metadata"]["namespace"].as_str().unwrap_or("harbor"),
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
+fn apply_response(pod: &Value, response: &Value) -> Value {
+    let mut out = pod.clone();
+    if let Some(p) = response["patch"].as_str() {
+        assert_eq!(response["patchType"], "JSONPatch");
+        let bytes = base64::engine::general_purpose::STANDARD.decode(p).unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        json_patch::patch(&mut out, &patch).unwrap();
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_fixture_over_http1_and_http2() {
+    let srv = TestServer::start(Limits::default()).await;
+    let exp = common::expectations();
+    for (alpn, version) in [(H2, Version::HTTP_2), (H1, Version::HTTP_11)] {
+        let client = srv.client(alpn);
+        for (file, expectation) in &exp.pods {
+            let pod = common::read_object(&common::fixtures().join("pods").join(file));
+            let uid = format!("uid-{file}");
+            let res = client.post(srv.url("/mutate")).json(&review(&pod, &uid)).send().await.unwrap();
+            assert_eq!(res.version(), version);
+            assert_eq!(res.status(), StatusCode::OK, "{file}");
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+            assert_eq!(body["kind"], "AdmissionReview");
+            let response = &body["response"];
+            assert_eq!(response["uid"], uid.as_str());
+            assert_eq!(response["allowed"], true, "{file}");
+            let mutated = apply_response(&pod, response);
+            // The server's answer is the engine's answer (the golden pod).
+            let golden = {
+                let eval = harbor_iam_webhook::admission::evaluate(
+                    &pod.to_string(),
+                    Some("harbor"),
+                    &common::config(),
+                    &Facts::default(),
+                );
+                let mut p = pod.clone();
+                json_patch::patch(&mut p, &eval.patch).unwrap();
+                p
+            };
+            assert_eq!(mutated, golden, "{file}");
+            if expectation.mutated {
+                common::check_pod(&mutated, expectation);
+                common::assert_no_static_password(&mutated);
+                assert_eq!(response["auditAnnotations"]["decision"], "mutated");
+            } else {
+                assert!(response.get("patch").is_none(), "{file}");
+            }
+        }
+    }
+    srv.stop().await;
+}
+
+async fn post_raw(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    let res = client.post(url).header("content-type", "application/json").body(body).send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[tokio::test]
+async fn bad_inputs_get_clear_answers_and_the_server_keeps_serving() {
+    let limits = Limits { max_body_bytes: 64 * 1024, ..Limits::default() };
+    let srv = TestServer::start(limits).await;
+    let client = srv.client(H2);
+    let url = srv.url("/mutate");
+    let core = common::read_object(&common::fixtures().join("pods/harbor-helm-1.16-core.yaml"));
+
+    let (status, body) = post_raw(&client, &url, b"{not json".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("not valid JSON"), "{body}");
+
+    let (status, body) = post_raw(&client, &url, serde_json::to_vec(&core).unwrap()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a Pod is not a review");
+    assert!(body["error"].as_str().unwrap().contains("AdmissionReview"), "{body}");
+
+    let (status, body) = post_raw(&client, &url, br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["response"]["allowed"], false);
+    assert!(body["response"]["status"]["message"].as_str().unwrap().contains("no request"));
+
+    // Not a pod: allowed unchanged.
+    let mut r = review(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}), "cm");
+    r["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
+    let (status, body) = post_raw(&client, &url, serde_json::to_vec(&r).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["response"]["allowed"], true);
+    assert!(body["response"].get("patch").is_none());
+
+    // A Pod review whose object is something else entirely: not Harbor, allowed.
+    let r = review(&json!({"kind": "ConfigMap", "data": {"a": "b"}}), "odd");
+    let (_, body) = post_raw(&client, &url, serde_json::to_vec(&r).unwrap()).await;
+    assert_eq!(body["response"]["allowed"], true);
+
+    // An invalid non-Harbor pod is not ours to reject.
+    let r = review(&json!({"metadata": {"name": "web", "labels": {"app": "web"}}, "spec": {"containers": 7}}), "bad");
+    let (_, body) = post_raw(&client, &url, serde_json::to_vec(&r).unwrap()).await;
+    assert_eq!(body["response"]["allowed"], true);
+    assert!(body["response"].get("patch").is_none());
+
+    // Oversized body: 413 with the limit named.
+    let mut big = review(&core, "big");
+    big["request"]["object"]["metadata"]["annotations"]["padding"] = Value::String("x".repeat(100 * 1024));
+    let (status, body) = post_raw(&client, &url, serde_json::to_vec(&big).unwrap()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(body["error"].as_str().unwrap().contains("65536"), "{body}");
+
+    // Wrong method and path.
+    assert_eq!(client.get(&url).send().await.unwrap().status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(client.post(srv.url("/nope")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+
+    // Plain HTTP on the TLS port gets a readable 400.
+    let mut tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    tcp.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("HTTPS"), "{answer}");
+
+    // A client that connects and says nothing is dropped after the handshake timeout without
+    // blocking anyone else (checked by the requests below succeeding meanwhile).
+    let _idle = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+
+    // Still serving, same client and a new one.
+    let res = client.post(&url).json(&review(&core, "after")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["response"]["uid"], "after");
+    let fresh = srv.client(H1);
+    assert_eq!(fresh.get(srv.url("/healthz")).send().await.unwrap().text().await.unwrap(), "ok");
+    assert_eq!(fresh.get(srv.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn untrusted_clients_fail_the_handshake() {
+    let srv = TestServer::start(Limits::default()).await;
+    let other = tls::dev_certificate(&["localhost"]).unwrap();
+    let stranger = client_for(&other.ca_pem, srv.addr, H2);
+    assert!(stranger.get(srv.url("/healthz")).send().await.is_err());
+    assert!(srv.client(H2).get(srv.url("/healthz")).send().await.unwrap().status().is_success());
+    srv.stop().await;
+}
+
+// --- The real binary, as a user runs it.
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn binary_refuses_to_start_without_a_region() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harbor-iam-webhook"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("AWS_REGION")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no AWS region"), "{stderr}");
+    assert!(stderr.contains("--aws-region"), "{stderr}");
+}
+
+#[tokio::test]
+async fn binary_serves_with_a_dev_certificate_and_never_logs_secret_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    let log_path = dir.path().join("log.txt");
+    let port = free_port();
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_harbor-iam-webhook"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+            .env("AWS_REGION", "eu-west-1")
+            .env("HARBOR_IAM_WEBHOOK_DEV_CA_OUT", &ca_path)
+            .env("HARBOR_IAM_WEBHOOK_LOG", "trace")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Wait for readiness with a deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let client = loop {
+        if let Ok(pem) = std::fs::read_to_string(&ca_path) {
+            if pem.contains("END CERTIFICATE") {
+                let c = client_for(&pem, addr, H2);
+                if let Ok(r) = c.get(format!("https://localhost:{port}/readyz")).send().await {
+                    if r.status().is_success() {
+                        break c;
+                    }
+                }
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "webhook not ready in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    const PLANTED: &str = "Planted-S3cret-Value-7f3a";
+    let mut pod = common::read_object(&common::fixtures().join("pods/harbor-helm-1.16-core-existing-secret.yaml"));
+    pod["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "POSTGRESQL_PASSWORD", "value": PLANTED}));
+    let res = client.post(format!("https://localhost:{port}/mutate")).json(&review(&pod, "planted")).send().await.unwrap();
+    let text = res.text().await.unwrap();
+    assert!(!text.contains(PLANTED));
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let mutated = apply_response(&pod, &body["response"]);
+    common::assert_no_static_password(&mutated);
+    // A URL with the password: denied, and the message does not repeat it.
+    pod["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "POSTGRESQL_URL", "value": format!("postgres://harbor:{PLANTED}@db/registry")}));
+    let res = client.post(format!("https://localhost:{port}/mutate")).json(&review(&pod, "url")).send().await.unwrap();
+    let text = res.text().await.unwrap();
+    assert!(text.contains("\"allowed\":false"), "{text}");
+    assert!(!text.contains(PLANTED));
+
+    // One JSON log line per review, with the fields an operator needs and no value.
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!logs.contains(PLANTED), "secret value in the logs");
+    let reviews: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "review")
+        .collect();
+    assert_eq!(reviews.len(), 2, "{logs}");
+    assert_eq!(reviews[0]["uid"], "planted");
+    assert_eq!(reviews[0]["decision"], "mutated");
+    assert_eq!(reviews[0]["component"], "core");
+    assert_eq!(reviews[0]["namespace"], "harbor");
+    assert_eq!(reviews[0]["name"], "harbor-core-fsldgj44tj-");
+    assert!(reviews[0]["patch_ops"].as_u64().unwrap() > 0);
+    assert!(reviews[0]["latency_us"].is_u64());
+    assert_eq!(reviews[1]["decision"], "denied");
+}
