@@ -43,9 +43,16 @@ impl TestServer {
             let stop = async {
                 let _ = rx.await;
             };
-            server::serve(listener, tls_config, app, state, limits, stop).await.unwrap();
+            server::serve(listener, tls_config, app, state, limits, stop)
+                .await
+                .unwrap();
         });
-        TestServer { addr, ca_pem: dev.ca_pem, stop: Some(tx), task }
+        TestServer {
+            addr,
+            ca_pem: dev.ca_pem,
+            stop: Some(tx),
+            task,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -58,7 +65,10 @@ impl TestServer {
 
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -69,7 +79,9 @@ fn client_for(ca_pem: &str, addr: SocketAddr, alpn: &[&[u8]]) -> reqwest::Client
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
@@ -123,7 +135,12 @@ async fn every_fixture_over_http1_and_http2() {
         for (file, expectation) in &exp.pods {
             let pod = common::read_object(&common::fixtures().join("pods").join(file));
             let uid = format!("uid-{file}");
-            let res = client.post(srv.url("/mutate")).json(&review(&pod, &uid)).send().await.unwrap();
+            let res = client
+                .post(srv.url("/mutate"))
+                .json(&review(&pod, &uid))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(res.version(), version);
             assert_eq!(res.status(), StatusCode::OK, "{file}");
             let body: Value = res.json().await.unwrap();
@@ -159,15 +176,27 @@ async fn every_fixture_over_http1_and_http2() {
 }
 
 async fn post_raw(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (StatusCode, Value) {
-    let res = client.post(url).header("content-type", "application/json").body(body).send().await.unwrap();
+    let res = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     let status = res.status();
     let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 #[tokio::test]
 async fn bad_inputs_get_clear_answers_and_the_server_keeps_serving() {
-    let limits = Limits { max_body_bytes: 64 * 1024, ..Limits::default() };
+    let limits = Limits {
+        max_body_bytes: 64 * 1024,
+        ..Limits::default()
+    };
     let srv = TestServer::start(limits).await;
     let client = srv.client(H2);
     let url = srv.url("/mutate");
@@ -175,19 +204,42 @@ async fn bad_inputs_get_clear_answers_and_the_server_keeps_serving() {
 
     let (status, body) = post_raw(&client, &url, b"{not json".to_vec()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"].as_str().unwrap().contains("not valid JSON"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("not valid JSON"),
+        "{body}"
+    );
 
     let (status, body) = post_raw(&client, &url, serde_json::to_vec(&core).unwrap()).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a Pod is not a review");
-    assert!(body["error"].as_str().unwrap().contains("AdmissionReview"), "{body}");
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a Pod is not a review"
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("AdmissionReview"),
+        "{body}"
+    );
 
-    let (status, body) = post_raw(&client, &url, br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec()).await;
+    let (status, body) = post_raw(
+        &client,
+        &url,
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["response"]["allowed"], false);
-    assert!(body["response"]["status"]["message"].as_str().unwrap().contains("no request"));
+    assert!(
+        body["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no request")
+    );
 
     // Not a pod: allowed unchanged.
-    let mut r = review(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}), "cm");
+    let mut r = review(
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+        "cm",
+    );
     r["request"]["kind"] = json!({"group": "", "version": "v1", "kind": "ConfigMap"});
     let (status, body) = post_raw(&client, &url, serde_json::to_vec(&r).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
@@ -200,27 +252,42 @@ async fn bad_inputs_get_clear_answers_and_the_server_keeps_serving() {
     assert_eq!(body["response"]["allowed"], true);
 
     // An invalid non-Harbor pod is not ours to reject.
-    let r = review(&json!({"metadata": {"name": "web", "labels": {"app": "web"}}, "spec": {"containers": 7}}), "bad");
+    let r = review(
+        &json!({"metadata": {"name": "web", "labels": {"app": "web"}}, "spec": {"containers": 7}}),
+        "bad",
+    );
     let (_, body) = post_raw(&client, &url, serde_json::to_vec(&r).unwrap()).await;
     assert_eq!(body["response"]["allowed"], true);
     assert!(body["response"].get("patch").is_none());
 
     // Oversized body: 413 with the limit named.
     let mut big = review(&core, "big");
-    big["request"]["object"]["metadata"]["annotations"]["padding"] = Value::String("x".repeat(100 * 1024));
+    big["request"]["object"]["metadata"]["annotations"]["padding"] =
+        Value::String("x".repeat(100 * 1024));
     let (status, body) = post_raw(&client, &url, serde_json::to_vec(&big).unwrap()).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(body["error"].as_str().unwrap().contains("65536"), "{body}");
 
     // Wrong method and path.
-    assert_eq!(client.get(&url).send().await.unwrap().status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(client.post(srv.url("/nope")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        client.get(&url).send().await.unwrap().status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    assert_eq!(
+        client.post(srv.url("/nope")).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
 
     // Plain HTTP on the TLS port gets a readable 400.
     let mut tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-    tcp.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
+    tcp.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
     let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("HTTPS"), "{answer}");
 
@@ -229,13 +296,31 @@ async fn bad_inputs_get_clear_answers_and_the_server_keeps_serving() {
     let _idle = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
 
     // Still serving, same client and a new one.
-    let res = client.post(&url).json(&review(&core, "after")).send().await.unwrap();
+    let res = client
+        .post(&url)
+        .json(&review(&core, "after"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["response"]["uid"], "after");
     let fresh = srv.client(H1);
-    assert_eq!(fresh.get(srv.url("/healthz")).send().await.unwrap().text().await.unwrap(), "ok");
-    assert_eq!(fresh.get(srv.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        fresh
+            .get(srv.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        fresh.get(srv.url("/readyz")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
     srv.stop().await;
 }
 
@@ -245,14 +330,26 @@ async fn untrusted_clients_fail_the_handshake() {
     let other = tls::dev_certificate(&["localhost"]).unwrap();
     let stranger = client_for(&other.ca_pem, srv.addr, H2);
     assert!(stranger.get(srv.url("/healthz")).send().await.is_err());
-    assert!(srv.client(H2).get(srv.url("/healthz")).send().await.unwrap().status().is_success());
+    assert!(
+        srv.client(H2)
+            .get(srv.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
     srv.stop().await;
 }
 
 // --- The real binary, as a user runs it.
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Child(std::process::Child);
@@ -286,7 +383,13 @@ async fn binary_serves_with_a_dev_certificate_and_never_logs_secret_values() {
     let log = std::fs::File::create(&log_path).unwrap();
     let _child = Child(
         std::process::Command::new(env!("CARGO_BIN_EXE_harbor-iam-webhook"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--log-format",
+                "json",
+            ])
             .env("AWS_REGION", "eu-west-1")
             .env("HARBOR_IAM_WEBHOOK_DEV_CA_OUT", &ca_path)
             .env("HARBOR_IAM_WEBHOOK_LOG", "trace")
@@ -302,23 +405,37 @@ async fn binary_serves_with_a_dev_certificate_and_never_logs_secret_values() {
         if let Ok(pem) = std::fs::read_to_string(&ca_path) {
             if pem.contains("END CERTIFICATE") {
                 let c = client_for(&pem, addr, H2);
-                if let Ok(r) = c.get(format!("https://localhost:{port}/readyz")).send().await {
+                if let Ok(r) = c
+                    .get(format!("https://localhost:{port}/readyz"))
+                    .send()
+                    .await
+                {
                     if r.status().is_success() {
                         break c;
                     }
                 }
             }
         }
-        assert!(std::time::Instant::now() < deadline, "webhook not ready in time");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "webhook not ready in time"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     const PLANTED: &str = "Planted-S3cret-Value-7f3a";
-    let mut pod = common::read_object(&common::fixtures().join("pods/harbor-helm-1.16-core-existing-secret.yaml"));
+    let mut pod = common::read_object(
+        &common::fixtures().join("pods/harbor-helm-1.16-core-existing-secret.yaml"),
+    );
     pod["spec"]["containers"][0]["env"]
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "POSTGRESQL_PASSWORD", "value": PLANTED}));
-    let res = client.post(format!("https://localhost:{port}/mutate")).json(&review(&pod, "planted")).send().await.unwrap();
+    let res = client
+        .post(format!("https://localhost:{port}/mutate"))
+        .json(&review(&pod, "planted"))
+        .send()
+        .await
+        .unwrap();
     let text = res.text().await.unwrap();
     assert!(!text.contains(PLANTED));
     let body: Value = serde_json::from_str(&text).unwrap();
@@ -329,7 +446,12 @@ async fn binary_serves_with_a_dev_certificate_and_never_logs_secret_values() {
         .as_array_mut()
         .unwrap()
         .push(json!({"name": "POSTGRESQL_URL", "value": format!("postgres://harbor:{PLANTED}@db/registry")}));
-    let res = client.post(format!("https://localhost:{port}/mutate")).json(&review(&pod, "url")).send().await.unwrap();
+    let res = client
+        .post(format!("https://localhost:{port}/mutate"))
+        .json(&review(&pod, "url"))
+        .send()
+        .await
+        .unwrap();
     let text = res.text().await.unwrap();
     assert!(text.contains("\"allowed\":false"), "{text}");
     assert!(!text.contains(PLANTED));

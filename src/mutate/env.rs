@@ -61,21 +61,12 @@ pub enum SetEnv {
     },
 }
 
-/// A replaced entry, described for a warning. Only non-secret variables carry their old
-/// value (`set_env` is never used on a password).
+/// A replaced entry. `set_env` is never used on a password, but a value may still be anything
+/// a user typed: callers decide what of it a warning may show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Previous {
     Value(String),
     Reference(String),
-}
-
-impl std::fmt::Display for Previous {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Previous::Value(v) => write!(f, "{v:?}"),
-            Previous::Reference(r) => write!(f, "from {r}"),
-        }
-    }
 }
 
 /// Make `name` equal `value` in `c`: entries whose literal value satisfies `same` are kept,

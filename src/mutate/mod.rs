@@ -138,6 +138,38 @@ pub fn is_valid_region(r: &str) -> bool {
         && parts[0].chars().all(|c| c.is_ascii_lowercase())
 }
 
+/// A replaced value as a warning may show it: only words of a known vocabulary (sslmode names,
+/// booleans, regions). Anything else could be a secret pasted into the wrong variable.
+fn shown(value: &str) -> String {
+    const SSLMODES: &[&str] = &[
+        "disable",
+        "allow",
+        "prefer",
+        "require",
+        "verify-ca",
+        "verify-full",
+    ];
+    const BOOLS: &[&str] = &[
+        "1", "0", "t", "f", "T", "F", "true", "false", "TRUE", "FALSE", "True", "False",
+    ];
+    if value.is_empty()
+        || SSLMODES.contains(&value)
+        || BOOLS.contains(&value)
+        || is_valid_region(value)
+    {
+        format!("{value:?}")
+    } else {
+        "an unrecognised value".to_owned()
+    }
+}
+
+fn shown_previous(was: &env::Previous) -> String {
+    match was {
+        env::Previous::Value(v) => shown(v),
+        env::Previous::Reference(r) => format!("from {r}"),
+    }
+}
+
 /// Harbor parses booleans with Go's `strconv.ParseBool`.
 fn is_true(v: &str) -> bool {
     matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True")
@@ -264,8 +296,9 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
                 SetEnv::Replaced { was } => {
                     set_names.push(name);
                     warnings.push(format!(
-                        "container {}: {name} was {was}; set to {value:?}",
-                        c.name
+                        "container {}: {name} was {}; set to {value:?}",
+                        c.name,
+                        shown_previous(&was)
                     ));
                 }
             }
@@ -277,8 +310,9 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
                     sslmode_audit.push(format!("{}=require", c.name));
                     if let (Some(was), Some(from)) = (was, from) {
                         warnings.push(format!(
-                            "container {}: {name} was {was:?} (from {from}); set to \"require\"",
-                            c.name
+                            "container {}: {name} was {} (from {from}); set to \"require\"",
+                            c.name,
+                            shown(&was)
                         ));
                     }
                 }

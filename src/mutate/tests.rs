@@ -461,3 +461,27 @@ fn idempotent_also_after_api_server_drops_empty_values() {
     let again = mutate(&normalised, &cfg(), &Facts::default()).unwrap().pod;
     assert_eq!(again, normalised);
 }
+
+#[test]
+fn warnings_show_only_known_words() {
+    let pod = core_pod(vec![mk_container(
+        "core",
+        vec![
+            lit("POSTGRESQL_SSLMODE", "Tr0ub4dor&3"),
+            lit("POSTGRESQL_USE_IAM_AUTH", "false"),
+            lit("POSTGRESQL_AWS_REGION", "x9"),
+        ],
+        None,
+    )]);
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    let all = m.warnings.join("\n");
+    assert!(!all.contains("Tr0ub4dor") && !all.contains("x9"), "{all}");
+    assert!(
+        all.contains("POSTGRESQL_SSLMODE was an unrecognised value"),
+        "{all}"
+    );
+    assert!(
+        all.contains("POSTGRESQL_USE_IAM_AUTH was \"false\""),
+        "{all}"
+    );
+}

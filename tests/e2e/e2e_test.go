@@ -62,8 +62,10 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 	t.Run("real create stores the mutated pod and is idempotent", e.specRealCreate)
 	t.Run("manifests base passes server-side dry-run", e.specManifestsBase)
 	t.Run("manifests overlays render and validate", e.specManifestsOverlays)
-	// Last: stops the webhook.
+	t.Run("manifests components render and pass server-side dry-run", e.specManifestsComponents)
+	// Last: these stop the webhook.
 	t.Run("webhook down with failurePolicy Fail rejects and creates nothing", e.specWebhookDown)
+	t.Run("webhook down with the failure-policy-ignore component admits pods unchanged", e.specWebhookDownIgnore)
 }
 
 func setUp(t *testing.T) *env {
@@ -547,6 +549,62 @@ func (e *env) specWebhookDown(t *testing.T) {
 	// The namespaceSelector confines the outage to opted-in namespaces.
 	if _, _, err := e.dryRunCreate(t, nsPlain, e.fixtureJSON(t, f)); err != nil {
 		t.Errorf("unlabelled namespace affected by the webhook outage: %v", err)
+	}
+}
+
+// Kustomize components (manifests/components/*) are rendered on top of the
+// base and the result goes through server-side dry-run.
+func (e *env) specManifestsComponents(t *testing.T) {
+	dirs, _ := filepath.Glob(filepath.Join(e.repo, "manifests", "components", "*", "kustomization.yaml"))
+	if len(dirs) == 0 {
+		t.Skip("no components under manifests/components/")
+	}
+	for _, k := range dirs {
+		comp := filepath.Dir(k)
+		t.Run(filepath.Base(comp), func(t *testing.T) {
+			objs := renderOverlay(t, e.c, e.repo, e.c.dir, e.w, comp)
+			list, _ := json.Marshal(obj{"apiVersion": "v1", "kind": "List", "items": objs})
+			out := e.c.mustKubectl(t, list, "apply", "--dry-run=server", "-f", "-")
+			t.Logf("base + %s, server-side dry-run:\n%s", filepath.Base(comp), out)
+		})
+	}
+}
+
+// With components/failure-policy-ignore and the webhook gone, the API server
+// admits pods in opted-in namespaces unchanged (the documented trade-off).
+func (e *env) specWebhookDownIgnore(t *testing.T) {
+	comp := filepath.Join(e.repo, "manifests", "components", "failure-policy-ignore")
+	if _, err := os.Stat(filepath.Join(comp, "kustomization.yaml")); err != nil {
+		t.Skip("no manifests/components/failure-policy-ignore")
+	}
+	e.w.proc.stop(t)
+	rendered := findObject(t, renderOverlay(t, e.c, e.repo, e.c.dir, e.w, comp), "MutatingWebhookConfiguration", mwcName)
+	if fp := rendered["webhooks"].([]any)[0].(obj)["failurePolicy"]; fp != "Ignore" {
+		t.Fatalf("component rendered failurePolicy %v, want Ignore", fp)
+	}
+	applyWebhookConfig(t, e.c, e.repo, e.w, rendered, "failurePolicy")
+
+	f := e.mutatedFixtures()[0]
+	// The API server picks the changed configuration up asynchronously.
+	deadline := time.Now().Add(60 * time.Second)
+	var got pod
+	for {
+		p, _, err := e.dryRunCreateFile(t, f)
+		if err == nil {
+			got = p
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still rejected 60s after switching to failurePolicy Ignore: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	plain, _, err := e.dryRunCreate(t, nsPlain, e.fixtureJSON(t, f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := diff(normalised(plain.raw, false), normalised(got.raw, false)); d != "" {
+		t.Errorf("with the webhook down and failurePolicy Ignore, %s was changed (- unlabelled namespace, + %s):\n%s", f, nsHarbor, d)
 	}
 }
 

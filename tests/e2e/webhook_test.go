@@ -82,10 +82,11 @@ func startWebhook(t *testing.T, repo, dir string) *webhook {
 // renderOverlay writes a kustomize overlay over manifests/ that points the
 // webhook at w.url with the CA from certs/, renders it with kubectl
 // kustomize and returns every rendered object.
-func renderOverlay(t *testing.T, c *cluster, repo, dir string, w *webhook) []obj {
+// Extra kustomize components (directories) are added to the overlay.
+func renderOverlay(t *testing.T, c *cluster, repo, dir string, w *webhook, components ...string) []obj {
 	t.Helper()
-	overlay := filepath.Join(dir, "overlay")
-	must(t, os.MkdirAll(overlay, 0o700))
+	overlay, err := os.MkdirTemp(dir, "overlay-")
+	must(t, err)
 	base, err := filepath.Rel(overlay, filepath.Join(repo, "manifests"))
 	must(t, err)
 	patch := obj{
@@ -106,6 +107,14 @@ func renderOverlay(t *testing.T, c *cluster, repo, dir string, w *webhook) []obj
 	must(t, os.WriteFile(filepath.Join(overlay, "webhook-url.yaml"), patchYAML, 0o600))
 	kustomization := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n" +
 		"resources:\n- " + base + "\npatches:\n- path: webhook-url.yaml\n"
+	if len(components) > 0 {
+		kustomization += "components:\n"
+		for _, comp := range components {
+			rel, err := filepath.Rel(overlay, comp)
+			must(t, err)
+			kustomization += "- " + rel + "\n"
+		}
+	}
 	must(t, os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o600))
 	out := c.mustKubectl(t, nil, "kustomize", "--load-restrictor", "LoadRestrictionsNone", overlay)
 	return splitYAML(t, out)
@@ -117,6 +126,13 @@ func renderOverlay(t *testing.T, c *cluster, repo, dir string, w *webhook) []obj
 func registerWebhook(t *testing.T, c *cluster, repo, dir string, w *webhook) {
 	t.Helper()
 	rendered := findObject(t, renderOverlay(t, c, repo, dir, w), "MutatingWebhookConfiguration", mwcName)
+	applyWebhookConfig(t, c, repo, w, rendered)
+}
+
+// applyWebhookConfig checks that rendered differs from the shipped base only
+// in clientConfig (and the webhook fields named in alsoChanged) and applies it.
+func applyWebhookConfig(t *testing.T, c *cluster, repo string, w *webhook, rendered obj, alsoChanged ...string) {
+	t.Helper()
 	shipped := findObject(t, splitYAML(t, c.mustKubectl(t, nil, "kustomize", filepath.Join(repo, "manifests"))), "MutatingWebhookConfiguration", mwcName)
 
 	hooks, _ := rendered["webhooks"].([]any)
@@ -131,6 +147,9 @@ func registerWebhook(t *testing.T, c *cluster, repo, dir string, w *webhook) {
 	for _, o := range []obj{a, b} {
 		for _, h := range o["webhooks"].([]any) {
 			delete(h.(obj), "clientConfig")
+			for _, f := range alsoChanged {
+				delete(h.(obj), f)
+			}
 		}
 	}
 	if d := diff(b, a); d != "" {
