@@ -160,6 +160,8 @@ pub async fn serve(
         .keep_alive_interval(None);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    // Connections still in their TLS handshake are dropped at shutdown rather than waited for.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     state.set_ready(true);
     info!(addr = %listener.local_addr()?, "serving HTTPS");
@@ -180,6 +182,7 @@ pub async fn serve(
                     builder: builder.clone(),
                     app: app.clone(),
                     watcher: graceful.watcher(),
+                    stopping: stopping.clone(),
                     limits,
                 };
                 tokio::spawn(conn.run(tcp, peer));
@@ -188,6 +191,7 @@ pub async fn serve(
         }
     }
     state.set_ready(false);
+    let _ = stopping_tx.send(true);
     drop(listener);
     info!("shutting down: draining connections");
     if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
@@ -204,11 +208,31 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     app: Router,
     watcher: hyper_util::server::graceful::Watcher,
+    stopping: tokio::sync::watch::Receiver<bool>,
     limits: Limits,
 }
 
 impl Connection {
-    async fn run(self, mut tcp: TcpStream, peer: SocketAddr) {
+    async fn run(mut self, tcp: TcpStream, peer: SocketAddr) {
+        let mut stopping = self.stopping.clone();
+        let tls = tokio::select! {
+            tls = self.handshake(tcp, peer) => tls,
+            _ = stopping.wait_for(|s| *s) => None,
+        };
+        let Some(tls) = tls else { return };
+        let service = TowerToHyperService::new(self.app);
+        let conn = self.builder.serve_connection(TokioIo::new(tls), service);
+        if let Err(err) = self.watcher.watch(conn.into_owned()).await {
+            debug!(%peer, error = %err, "connection ended with an error");
+        }
+    }
+
+    /// Plain-HTTP detection and the TLS handshake, under the handshake timeout.
+    async fn handshake(
+        &mut self,
+        mut tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
         // Without TCP_NODELAY HTTP/2 responses stall on Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
         let deadline = self.limits.handshake_timeout;
@@ -220,26 +244,21 @@ impl Connection {
                     let _ = tcp.write_all(PLAIN_HTTP_ANSWER).await;
                     let _ = tcp.shutdown().await;
                 }
-                return;
+                return None;
             }
             Ok(Ok(1)) => {}
-            _ => return,
+            _ => return None,
         }
-        let tls = match tokio::time::timeout(deadline, self.acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
+        match tokio::time::timeout(deadline, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => Some(tls),
             Ok(Err(err)) => {
                 debug!(%peer, error = %err, "TLS handshake failed");
-                return;
+                None
             }
             Err(_) => {
                 debug!(%peer, "TLS handshake timed out");
-                return;
+                None
             }
-        };
-        let service = TowerToHyperService::new(self.app);
-        let conn = self.builder.serve_connection(TokioIo::new(tls), service);
-        if let Err(err) = self.watcher.watch(conn.into_owned()).await {
-            debug!(%peer, error = %err, "connection ended with an error");
         }
     }
 }
