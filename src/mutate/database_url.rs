@@ -6,53 +6,51 @@
 /// string (`host=h password=secret`).
 pub fn has_password(conn: &str) -> bool {
     let conn = conn.trim();
-    if let Some((scheme, rest)) = conn.split_once("://") {
-        if !scheme.is_empty()
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-        {
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let authority = &rest[..end];
-            if let Some((userinfo, _)) = authority.rsplit_once('@') {
-                if userinfo
-                    .split_once(':')
-                    .is_some_and(|(_, pw)| !pw.is_empty())
-                {
-                    return true;
-                }
-            }
-            let query = rest[end..].split_once('?').map(|(_, q)| q).unwrap_or("");
-            let query = query.split('#').next().unwrap_or("");
-            return query
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .any(|(k, v)| k == "password" && !v.is_empty());
-        }
+    match conn.split_once("://") {
+        Some((scheme, rest)) if is_scheme(scheme) => uri_password(rest),
+        _ => keyword_password(conn),
     }
-    keyword_password(conn)
 }
 
+fn is_scheme(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+}
+
+fn uri_password(rest: &str) -> bool {
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let in_userinfo = rest[..end]
+        .rsplit_once('@')
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .is_some_and(|(_, pw)| !pw.is_empty());
+    let query = rest[end..].split_once('?').map(|(_, q)| q).unwrap_or("");
+    let query = query.split('#').next().unwrap_or("");
+    in_userinfo
+        || query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .any(|(k, v)| k == "password" && !v.is_empty())
+}
+
+/// `key = value` pairs separated by whitespace; values may be single-quoted, and libpq skips
+/// blanks after `=`.
 fn keyword_password(conn: &str) -> bool {
-    // `key = value` pairs separated by whitespace; values may be single-quoted.
+    const KEY: &str = "password";
     let mut rest = conn;
-    while let Some(pos) = rest.find("password") {
-        let before_ok = pos == 0 || rest[..pos].ends_with(|c: char| c.is_whitespace());
-        let after = rest[pos + "password".len()..].trim_start();
-        if before_ok {
-            if let Some(value) = after.strip_prefix('=') {
-                let value = value.trim_start();
-                let empty = value.is_empty() || value.starts_with("''");
-                if !empty {
-                    return true;
-                }
-            }
+    while let Some(pos) = rest.find(KEY) {
+        let starts_word = pos == 0 || rest[..pos].ends_with(char::is_whitespace);
+        let value = rest[pos + KEY.len()..]
+            .trim_start()
+            .strip_prefix('=')
+            .map(str::trim_start);
+        if starts_word && value.is_some_and(|v| !v.is_empty() && !v.starts_with("''")) {
+            return true;
         }
-        rest = &rest[pos + "password".len()..];
+        rest = &rest[pos + KEY.len()..];
     }
     false
 }
-
 #[cfg(test)]
 mod tests {
     use super::has_password;
