@@ -192,6 +192,18 @@ fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
     })
 }
 
+/// A known `envFrom` ConfigMap that sets `POSTGRESQL_URL` (Secrets are not looked into).
+fn url_config_map<'a>(c: &'a Container, namespace: Option<&str>, facts: &Facts) -> Option<&'a str> {
+    c.env_from.iter().flatten().rev().find_map(|src| {
+        let cm = src.config_map_ref.as_ref()?;
+        let key = POSTGRESQL_URL.strip_prefix(src.prefix.as_deref().unwrap_or(""))?;
+        facts
+            .config_map(namespace, &cm.name)?
+            .contains_key(key)
+            .then_some(cm.name.as_str())
+    })
+}
+
 /// Switch `pod` to RDS IAM authentication, or explain why it is left alone.
 pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutation, MutateError> {
     let unchanged = |outcome, warnings| Mutation {
@@ -272,6 +284,11 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
                     env::describe_source(src)
                 )),
             }
+        } else if let Some(cm) = url_config_map(c, pod.metadata.namespace.as_deref(), facts) {
+            warnings.push(format!(
+                "container {}: POSTGRESQL_URL comes from ConfigMap {cm}; make sure it holds no password",
+                c.name
+            ));
         }
     }
 

@@ -485,3 +485,42 @@ fn warnings_show_only_known_words() {
         "{all}"
     );
 }
+
+#[test]
+fn url_from_a_known_config_map_is_warned_about() {
+    use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapEnvSource};
+    let mut c = mk_container("core", vec![], None);
+    c.env_from = Some(vec![EnvFromSource {
+        config_map_ref: Some(ConfigMapEnvSource {
+            name: "harbor-core".into(),
+            optional: None,
+        }),
+        ..Default::default()
+    }]);
+    let pod = core_pod(vec![c]);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("harbor-core".into()),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                "POSTGRESQL_URL".to_string(),
+                "postgres://u:pw@h/d".to_string(),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let m = mutate(&pod, &cfg(), &Facts::with_config_maps([cm])).unwrap();
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("POSTGRESQL_URL comes from ConfigMap harbor-core")),
+        "{:?}",
+        m.warnings
+    );
+    assert!(m.warnings.iter().all(|w| !w.contains("pw@")));
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert!(m.warnings.iter().all(|w| !w.contains("POSTGRESQL_URL")));
+}
