@@ -114,6 +114,38 @@ pub struct ServeArgs {
         default_value_t = 20
     )]
     pub shutdown_timeout_seconds: u64,
+    /// After SIGTERM: keep serving this long while unready, so endpoints stop routing here
+    /// before the listener closes (seconds).
+    #[arg(
+        long,
+        env = "HARBOR_IAM_WEBHOOK_DRAIN_DELAY_SECONDS",
+        default_value_t = 5
+    )]
+    pub drain_delay_seconds: u64,
+    /// Connections served at once; beyond it requests are answered 503.
+    #[arg(
+        long,
+        env = "HARBOR_IAM_WEBHOOK_MAX_CONNECTIONS",
+        default_value_t = 1024
+    )]
+    pub max_connections: usize,
+    /// HTTP/2 streams per connection at once; beyond it streams are refused (REFUSED_STREAM).
+    #[arg(
+        long,
+        env = "HARBOR_IAM_WEBHOOK_MAX_CONCURRENT_STREAMS",
+        default_value_t = 250
+    )]
+    pub max_concurrent_streams: u32,
+    /// How often the certificate files are checked for a rotation (seconds).
+    #[arg(
+        long,
+        env = "HARBOR_IAM_WEBHOOK_TLS_RELOAD_INTERVAL_SECONDS",
+        default_value_t = 10
+    )]
+    pub tls_reload_interval_seconds: u64,
+    /// Plain-HTTP address for Prometheus metrics (`/metrics`); `off` to disable.
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_METRICS_LISTEN", default_value = "0.0.0.0:9090", value_parser = parse_optional_addr)]
+    pub metrics_listen: MaybeAddr,
     /// Log output format.
     #[arg(long, env = "HARBOR_IAM_WEBHOOK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -170,6 +202,19 @@ fn parse_component_account(s: &str) -> Result<(Component, String), String> {
     Ok((c.parse()?, name.to_owned()))
 }
 
+/// An address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaybeAddr(pub Option<SocketAddr>);
+
+fn parse_optional_addr(s: &str) -> Result<MaybeAddr, String> {
+    if s.eq_ignore_ascii_case("off") || s.is_empty() {
+        return Ok(MaybeAddr(None));
+    }
+    s.parse()
+        .map(|a| MaybeAddr(Some(a)))
+        .map_err(|e| format!("{s:?}: {e} (expected ADDRESS:PORT or off)"))
+}
+
 fn parse_label(s: &str) -> Result<String, String> {
     match s.split_once('=') {
         Some((k, _)) if !k.is_empty() => Ok(s.to_owned()),
@@ -214,6 +259,15 @@ impl EngineArgs {
 }
 
 impl ServeArgs {
+    pub fn serve_options(&self) -> crate::server::ServeOptions {
+        crate::server::ServeOptions {
+            limits: self.limits(),
+            drain_delay: Duration::from_secs(self.drain_delay_seconds),
+            max_connections: self.max_connections.max(1),
+            max_concurrent_streams: self.max_concurrent_streams.max(1),
+        }
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_body_bytes: self.max_body_bytes,
@@ -272,6 +326,10 @@ mod tests {
             panic!("serve expected")
         };
         assert_eq!(a.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(
+            a.metrics_listen.0.map(|m| m.to_string()).as_deref(),
+            Some("0.0.0.0:9090")
+        );
         let c = a.engine.to_config().unwrap();
         assert_eq!(c.region, "eu-west-1");
         assert_eq!(c.service_account, "harbor-sa");
@@ -315,5 +373,13 @@ mod tests {
         );
         assert!(parse(&["serve", "--harbor-label", "novalue"]).is_err());
         assert!(parse(&["mutate", "-f", "x", "-o", "xml"]).is_err());
+        assert!(parse(&["serve", "--metrics-listen", "9090"]).is_err());
+        let Command::Serve(a) = parse(&["serve", "--metrics-listen", "off"])
+            .unwrap()
+            .command
+        else {
+            unreachable!()
+        };
+        assert_eq!(a.metrics_listen, MaybeAddr(None));
     }
 }

@@ -6,13 +6,14 @@ pub mod cli;
 pub mod config;
 pub mod consts;
 pub mod facts;
+pub mod metrics;
 pub mod mutate;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
 
 use anyhow::Context as _;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::ServeArgs;
 use crate::facts::Facts;
@@ -20,9 +21,12 @@ use crate::facts::Facts;
 /// `harbor-iam-webhook serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.engine.to_config()?;
-    let limits = args.limits();
-    let identity = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => tls::Identity::from_pem_files(cert, key)?,
+    let options = args.serve_options();
+    let (resolver, files) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let mut files = tls::CertFiles::new(cert.clone(), key.clone());
+            (tls::CertResolver::new(files.load()?), Some(files))
+        }
         _ => {
             let dev = tls::dev_certificate(&["localhost", "127.0.0.1", "::1"])?;
             tls::write_ca(&args.dev_ca_out, &dev.ca_pem)?;
@@ -30,10 +34,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 ca = %args.dev_ca_out.display(),
                 "no --tls-cert/--tls-key: serving a generated development certificate for localhost; trust its CA from this file"
             );
-            dev.identity
+            (tls::CertResolver::new(dev.identity.certified_key()?), None)
         }
     };
-    let tls_config = tls::server_config(identity)?;
+    let tls_config = tls::server_config(resolver.clone())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -43,14 +47,54 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         strict_images = config.strict_images,
         "configuration"
     );
-    let state = server::AppState::new(config, Facts::default(), &limits);
-    let app = server::router(state.clone(), &limits);
+    let state = server::AppState::new(config, Facts::default(), &options.limits);
+    let info = tls::cert_info(&resolver.current());
+    if let Some(i) = &info {
+        info!(serial = %i.serial, subject = %i.subject, not_after = i.not_after, "serving certificate");
+    }
+    state.metrics.certificate(info.map(|i| i.not_after), None);
+    if let Some(files) = files {
+        let (state, resolver) = (state.clone(), resolver.clone());
+        let interval = std::time::Duration::from_secs(args.tls_reload_interval_seconds.max(1));
+        tokio::spawn(tls::watch_files(
+            files,
+            resolver,
+            interval,
+            move |outcome| match outcome {
+                tls::Reload::Reloaded(info) => {
+                    if let Some(i) = info {
+                        info!(serial = %i.serial, subject = %i.subject, not_after = i.not_after, "serving certificate reloaded");
+                    }
+                    state
+                        .metrics
+                        .certificate(info.as_ref().map(|i| i.not_after), Some(true));
+                }
+                tls::Reload::Failed(err) => {
+                    warn!(error = %err, "new certificate files are not usable; keeping the current certificate");
+                    state.metrics.certificate(None, Some(false));
+                }
+                tls::Reload::Unchanged => {}
+            },
+        ));
+    }
+    if let Some(addr) = args.metrics_listen.0 {
+        // Metrics are auxiliary: a port clash must not stop admission.
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                info!(addr = %l.local_addr()?, "serving metrics over plain HTTP at /metrics");
+                let app = server::metrics_router(state.clone());
+                tokio::spawn(async move { axum::serve(l, app).await });
+            }
+            Err(err) => warn!(%addr, error = %err, "cannot serve metrics; continuing without them"),
+        }
+    }
+    let app = server::router(state.clone(), &options.limits);
     server::serve(
         listener,
         tls_config,
         app,
         state,
-        limits,
+        options,
         server::shutdown_signal(),
     )
     .await?;

@@ -1,40 +1,44 @@
 //! The HTTPS server: a thin axum router over [`admission::review`], served by hyper-util's
-//! auto (HTTP/1.1 + HTTP/2) builder over tokio-rustls.
+//! auto (HTTP/1.1 + HTTP/2) builder over tokio-rustls, with a drain phase on shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, Request, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, info, warn};
 
 use crate::admission::{self, Decision};
 use crate::config::Limits;
 use crate::facts::Facts;
+use crate::metrics::{ErrorKind, Metrics};
 use crate::mutate::MutateConfig;
 
 /// Everything a request handler may read.
 pub struct AppState {
     pub config: MutateConfig,
     pub facts: Facts,
-    pub max_body_bytes: usize,
+    pub metrics: Metrics,
+    max_body_bytes: usize,
     ready: AtomicBool,
 }
 
@@ -43,6 +47,7 @@ impl AppState {
         Arc::new(AppState {
             config,
             facts,
+            metrics: Metrics::new(),
             max_body_bytes: limits.max_body_bytes,
             ready: AtomicBool::new(false),
         })
@@ -50,6 +55,7 @@ impl AppState {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+        self.metrics.set_ready(ready);
     }
 
     pub fn is_ready(&self) -> bool {
@@ -59,9 +65,20 @@ impl AppState {
 
 /// The routes, public so tests can drive them without a socket.
 pub fn router(state: Arc<AppState>, limits: &Limits) -> Router {
+    let timeout_state = state.clone();
     let reviews = Router::new()
         .route("/mutate", post(mutate))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::map_response(move |res: Response| {
+            let state = timeout_state.clone();
+            async move {
+                if res.status() == StatusCode::REQUEST_TIMEOUT {
+                    state.metrics.error(ErrorKind::RequestTimeout);
+                    warn!(status = 408, "review timed out");
+                }
+                res
+            }
+        }))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
@@ -70,6 +87,24 @@ pub fn router(state: Arc<AppState>, limits: &Limits) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(reviews)
+        .with_state(state)
+}
+
+/// The metrics routes (plain HTTP, their own port).
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(app): State<Arc<AppState>>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    app.metrics.encode(),
+                )
+            }),
+        )
         .with_state(state)
 }
 
@@ -82,12 +117,8 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 }
 
 fn client_error(status: StatusCode, message: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        serde_json::json!({ "error": message }).to_string(),
-    )
-        .into_response()
+    let body = serde_json::json!({ "error": message }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn mutate(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -97,11 +128,13 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
         Err(rejection) => {
             let status = rejection.status();
             let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                app.metrics.error(ErrorKind::PayloadTooLarge);
                 format!(
                     "request body is larger than the limit of {} bytes (--max-body-bytes)",
                     app.max_body_bytes
                 )
             } else {
+                app.metrics.error(ErrorKind::BadRequest);
                 rejection.body_text()
             };
             warn!(status = status.as_u16(), error = %message, "review rejected");
@@ -111,22 +144,35 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
     match admission::review(&body, &app.config, &app.facts) {
         Ok((review, s)) => {
             let decision = s.decision.unwrap_or(Decision::Invalid);
+            let component = s.component.map(|c| c.as_str()).unwrap_or("");
+            let elapsed = started.elapsed();
+            app.metrics.observe_review(
+                component,
+                decision.as_str(),
+                s.patch_ops,
+                elapsed.as_secs_f64(),
+            );
             info!(
                 uid = %s.uid,
                 namespace = %s.namespace,
                 name = %s.name,
                 operation = %s.operation,
-                component = s.component.map(|c| c.as_str()).unwrap_or(""),
+                component,
                 decision = decision.as_str(),
                 reason = s.reason,
                 patch_ops = s.patch_ops,
-                latency_us = started.elapsed().as_micros() as u64,
+                latency_us = elapsed.as_micros() as u64,
                 "review"
             );
             axum::Json(review).into_response()
         }
         Err(err) => {
             let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            app.metrics.error(if status == StatusCode::BAD_REQUEST {
+                ErrorKind::BadRequest
+            } else {
+                ErrorKind::Unprocessable
+            });
             warn!(status = status.as_u16(), error = %err, "review rejected");
             client_error(status, err.to_string())
         }
@@ -136,110 +182,174 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
 /// A plain-HTTP request on the TLS port gets a readable answer instead of a reset.
 const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 56\r\n\r\nthis port speaks HTTPS only: use https:// to reach it.\r\n";
 
-/// Serve `app` over TLS on `listener` until `shutdown` resolves, then drain in-flight
-/// connections for at most `limits.shutdown_timeout`.
+/// How the listener behaves beyond the per-request limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    pub limits: Limits,
+    /// After the shutdown signal: keep serving this long, unready, telling clients to go
+    /// elsewhere (`Connection: close`, HTTP/2 GOAWAY), before the listener closes.
+    pub drain_delay: Duration,
+    /// Connections served at once; beyond, requests get 503 and the connection is closed.
+    pub max_connections: usize,
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            limits: Limits::default(),
+            drain_delay: Duration::ZERO,
+            max_connections: 1024,
+            max_concurrent_streams: 250,
+        }
+    }
+}
+
+/// Shared by the accept loop and every connection task.
+struct Shared {
+    acceptor: TlsAcceptor,
+    builder: auto::Builder<TokioExecutor>,
+    app: Router,
+    state: Arc<AppState>,
+    options: ServeOptions,
+    permits: Arc<Semaphore>,
+    /// true from the shutdown signal on.
+    draining: watch::Receiver<bool>,
+    /// true once the listener has closed: open connections finish and end.
+    stopping: watch::Receiver<bool>,
+}
+
+/// Serve `app` over TLS on `listener` until `shutdown` resolves, drain, then stop.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     app: Router,
     state: Arc<AppState>,
-    limits: Limits,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.handshake_timeout)
+        .header_read_timeout(options.limits.handshake_timeout)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(250)
-        .keep_alive_interval(None);
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    // Connections still in their TLS handshake are dropped at shutdown rather than waited for.
-    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
-    tokio::pin!(shutdown);
+        .max_concurrent_streams(options.max_concurrent_streams);
+    let (draining_tx, draining) = watch::channel(false);
+    let (stopping_tx, stopping) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        acceptor: TlsAcceptor::from(tls),
+        builder,
+        app,
+        state: state.clone(),
+        options,
+        permits: Arc::new(Semaphore::new(options.max_connections)),
+        draining,
+        stopping,
+    });
+    let tracker = TaskTracker::new();
+    let addr = listener.local_addr()?;
     state.set_ready(true);
-    info!(addr = %listener.local_addr()?, "serving HTTPS");
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(err) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        warn!(error = %err, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let conn = Connection {
-                    acceptor: acceptor.clone(),
-                    builder: builder.clone(),
-                    app: app.clone(),
-                    watcher: graceful.watcher(),
-                    stopping: stopping.clone(),
-                    limits,
-                };
-                tokio::spawn(conn.run(tcp, peer));
-            }
-            () = &mut shutdown => break,
-        }
-    }
+    info!(%addr, "serving HTTPS");
+
+    accept_until(&listener, &shared, &tracker, shutdown).await;
+
     state.set_ready(false);
-    let _ = stopping_tx.send(true);
+    let _ = draining_tx.send(true);
+    if !options.drain_delay.is_zero() {
+        info!(
+            delay_ms = options.drain_delay.as_millis() as u64,
+            "draining: unready, still serving"
+        );
+        accept_until(
+            &listener,
+            &shared,
+            &tracker,
+            tokio::time::sleep(options.drain_delay),
+        )
+        .await;
+    }
     drop(listener);
-    info!("shutting down: draining connections");
-    if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
+    let _ = stopping_tx.send(true);
+    tracker.close();
+    info!(
+        open = tracker.len(),
+        "listener closed; finishing open connections"
+    );
+    if tokio::time::timeout(options.limits.shutdown_timeout, tracker.wait())
         .await
         .is_err()
     {
-        warn!("connections still open after the shutdown timeout; closing them");
+        warn!(
+            open = tracker.len(),
+            "connections still open after the shutdown timeout; closing them"
+        );
     }
     Ok(())
 }
 
-struct Connection {
-    acceptor: TlsAcceptor,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    app: Router,
-    watcher: hyper_util::server::graceful::Watcher,
-    stopping: tokio::sync::watch::Receiver<bool>,
-    limits: Limits,
+/// Accept connections, each served in its own task, until `until` resolves.
+async fn accept_until(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    until: impl Future<Output = ()>,
+) {
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    tracker.spawn(shared.clone().connection(tcp, peer));
+                }
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut until => return,
+        }
+    }
 }
 
-impl Connection {
-    async fn run(mut self, tcp: TcpStream, peer: SocketAddr) {
+impl Shared {
+    async fn connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
+        let permit = self.permits.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.state.metrics.error(ErrorKind::TooManyConnections);
+            warn!(%peer, limit = self.options.max_connections, "too many connections: answering 503");
+        }
         let mut stopping = self.stopping.clone();
         let tls = tokio::select! {
             tls = self.handshake(tcp, peer) => tls,
             _ = stopping.wait_for(|s| *s) => None,
         };
         let Some(tls) = tls else { return };
-        let service = TowerToHyperService::new(self.app);
-        let conn = self.builder.serve_connection(TokioIo::new(tls), service);
-        if let Err(err) = self.watcher.watch(conn.into_owned()).await {
-            debug!(%peer, error = %err, "connection ended with an error");
-        }
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        self.state.metrics.connection_opened();
+        self.serve_connection(tls, peer, h2, permit.is_some()).await;
+        self.state.metrics.connection_closed();
+        drop(permit);
     }
 
     /// Plain-HTTP detection and the TLS handshake, under the handshake timeout.
     async fn handshake(
-        &mut self,
+        &self,
         mut tcp: TcpStream,
         peer: SocketAddr,
     ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
         // Without TCP_NODELAY HTTP/2 responses stall on Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        let deadline = self.limits.handshake_timeout;
+        let deadline = self.options.limits.handshake_timeout;
         let mut first = [0u8; 1];
         match tokio::time::timeout(deadline, tcp.peek(&mut first)).await {
             Ok(Ok(1)) if first[0] != 0x16 => {
                 if first[0].is_ascii_uppercase() {
+                    self.state.metrics.error(ErrorKind::PlainHttp);
                     debug!(%peer, "plain HTTP on the TLS port");
                     let _ = tcp.write_all(PLAIN_HTTP_ANSWER).await;
                     let _ = tcp.shutdown().await;
@@ -247,17 +357,82 @@ impl Connection {
                 return None;
             }
             Ok(Ok(1)) => {}
-            _ => return None,
+            Ok(_) => return None,
+            Err(_) => {
+                self.state.metrics.error(ErrorKind::HandshakeTimeout);
+                return None;
+            }
         }
         match tokio::time::timeout(deadline, self.acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => Some(tls),
             Ok(Err(err)) => {
+                self.state.metrics.error(ErrorKind::TlsHandshake);
                 debug!(%peer, error = %err, "TLS handshake failed");
                 None
             }
             Err(_) => {
+                self.state.metrics.error(ErrorKind::HandshakeTimeout);
                 debug!(%peer, "TLS handshake timed out");
                 None
+            }
+        }
+    }
+
+    async fn serve_connection(
+        self: &Arc<Self>,
+        tls: tokio_rustls::server::TlsStream<TcpStream>,
+        peer: SocketAddr,
+        h2: bool,
+        admitted: bool,
+    ) {
+        let served = Arc::new(AtomicUsize::new(0));
+        let service = {
+            let (app, draining, served) = (self.app.clone(), self.draining.clone(), served.clone());
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                served.fetch_add(1, Ordering::Relaxed);
+                let (app, draining) = (app.clone(), draining.clone());
+                async move {
+                    let http1 = req.version() < Version::HTTP_2;
+                    let mut res = if admitted {
+                        app.oneshot(req.map(Body::new)).await?
+                    } else {
+                        client_error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "too many connections to the webhook; retry".into(),
+                        )
+                    };
+                    if http1 && (!admitted || *draining.borrow()) {
+                        res.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, std::convert::Infallible>(res)
+                }
+            })
+        };
+        let conn = self.builder.serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(conn);
+        let (mut draining, mut stopping) = (self.draining.clone(), self.stopping.clone());
+        let mut told = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(err) = res {
+                        debug!(%peer, error = %err, "connection ended with an error");
+                    }
+                    return;
+                }
+                // HTTP/2: GOAWAY as soon as draining starts (hyper sends it twice, so streams
+                // the client opened meanwhile are still served). HTTP/1 is told per response.
+                _ = draining.wait_for(|d| *d), if h2 && !told => {
+                    conn.as_mut().graceful_shutdown();
+                    told = true;
+                }
+                // Listener closed: finish. An HTTP/1 connection that has not sent its first
+                // request yet may still send it (and gets `Connection: close`).
+                _ = stopping.wait_for(|s| *s), if !told && (h2 || served.load(Ordering::Relaxed) > 0) => {
+                    conn.as_mut().graceful_shutdown();
+                    told = true;
+                }
             }
         }
     }

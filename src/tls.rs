@@ -2,6 +2,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -34,6 +39,8 @@ pub enum TlsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the private key does not match the certificate")]
+    KeyMismatch,
 }
 
 /// A certificate chain and its key.
@@ -105,17 +112,161 @@ pub fn write_ca(path: &Path, pem: &str) -> Result<(), TlsError> {
     })
 }
 
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Identity {
+    /// The signing form rustls serves, after checking that key and certificate belong together.
+    pub fn certified_key(self) -> Result<Arc<CertifiedKey>, TlsError> {
+        let key = provider().key_provider.load_private_key(self.key)?;
+        let ck = CertifiedKey::new(self.chain, key);
+        match ck.keys_match() {
+            Ok(()) => Ok(Arc::new(ck)),
+            Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch),
+            // Keys whose public half can't be derived can't be checked; serve them as given.
+            Err(_) => Ok(Arc::new(ck)),
+        }
+    }
+}
+
+/// What is worth saying about a served certificate: never key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub serial: String,
+    pub subject: String,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+pub fn cert_info(ck: &CertifiedKey) -> Option<CertInfo> {
+    let der = ck.cert.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(CertInfo {
+        serial: cert.raw_serial_as_string(),
+        subject: cert.subject().to_string(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// Serves whatever certificate is current; [`watch_files`] swaps it without a restart.
+#[derive(Debug)]
+pub struct CertResolver {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl CertResolver {
+    pub fn new(ck: Arc<CertifiedKey>) -> Arc<Self> {
+        Arc::new(CertResolver {
+            current: ArcSwap::new(ck),
+        })
+    }
+
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+
+    pub fn set(&self, ck: Arc<CertifiedKey>) {
+        self.current.store(ck);
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
 /// TLS 1.2 and 1.3 with the ring provider, ALPN h2 then http/1.1, session resumption by
 /// tickets and by the server-side cache.
-pub fn server_config(identity: Identity) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(identity.chain, identity.key)?;
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(Arc::new(config))
+}
+
+/// The outcome of one look at the certificate files.
+#[derive(Debug)]
+pub enum Reload {
+    Unchanged,
+    Reloaded(Option<CertInfo>),
+    /// The files changed but don't form a usable pair: the last good certificate stays.
+    Failed(TlsError),
+}
+
+/// Polls certificate and key files. Kubernetes swaps Secret volumes through a `..data`
+/// symlink, which file-event watches on the paths miss, so the files are read and compared.
+pub struct CertFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    last: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl CertFiles {
+    pub fn new(cert: PathBuf, key: PathBuf) -> Self {
+        CertFiles {
+            cert,
+            key,
+            last: None,
+        }
+    }
+
+    /// Load the pair for the first time.
+    pub fn load(&mut self) -> Result<Arc<CertifiedKey>, TlsError> {
+        let read = |p: &Path| std::fs::read(p).unwrap_or_default();
+        let seen = (read(&self.cert), read(&self.key));
+        let ck = Identity::from_pem_files(&self.cert, &self.key)?.certified_key()?;
+        self.last = Some(seen);
+        Ok(ck)
+    }
+
+    /// Re-read the files; swap the resolver's certificate when they changed and are good.
+    pub fn poll(&mut self, resolver: &CertResolver) -> Reload {
+        let (Ok(cert), Ok(key)) = (std::fs::read(&self.cert), std::fs::read(&self.key)) else {
+            return Reload::Unchanged; // mid-swap or briefly missing: look again next time
+        };
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(c, k)| *c == cert && *k == key)
+        {
+            return Reload::Unchanged;
+        }
+        let parsed =
+            Identity::from_pem_files(&self.cert, &self.key).and_then(Identity::certified_key);
+        // Remember the bytes either way, so a bad pair is reported once, not every poll.
+        self.last = Some((cert, key));
+        match parsed {
+            Ok(ck) => {
+                let info = cert_info(&ck);
+                resolver.set(ck);
+                Reload::Reloaded(info)
+            }
+            Err(err) => Reload::Failed(err),
+        }
+    }
+}
+
+/// Poll `files` every `interval` forever, reporting each change through `on_change`.
+pub async fn watch_files(
+    mut files: CertFiles,
+    resolver: Arc<CertResolver>,
+    interval: Duration,
+    mut on_change: impl FnMut(&Reload),
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let outcome = files.poll(&resolver);
+        if !matches!(outcome, Reload::Unchanged) {
+            on_change(&outcome);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -141,7 +292,10 @@ mod tests {
         )
         .unwrap();
         let id = Identity::from_pem_files(&cert, &key).unwrap();
-        assert!(server_config(id).is_ok());
+        let ck = id.certified_key().unwrap();
+        let info = cert_info(&ck).unwrap();
+        assert!(info.not_after > 1_700_000_000, "{info:?}");
+        assert!(server_config(CertResolver::new(ck)).is_ok());
     }
 
     #[test]
@@ -155,6 +309,55 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("nope.pem"), "{err}");
+    }
+
+    #[test]
+    fn reload_swaps_good_pairs_and_keeps_the_last_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let write = |dev: &DevCertificate| {
+            std::fs::write(
+                &cert,
+                pem_encode("CERTIFICATE", dev.identity.chain[0].as_ref()),
+            )
+            .unwrap();
+            std::fs::write(
+                &key,
+                pem_encode("PRIVATE KEY", dev.identity.key.secret_der()),
+            )
+            .unwrap();
+        };
+        let first = dev_certificate(&["localhost"]).unwrap();
+        write(&first);
+        let mut files = CertFiles::new(cert.clone(), key.clone());
+        let resolver = CertResolver::new(files.load().unwrap());
+        let serial = |r: &CertResolver| cert_info(&r.current()).unwrap().serial;
+        let s1 = serial(&resolver);
+        assert!(matches!(files.poll(&resolver), Reload::Unchanged));
+
+        let second = dev_certificate(&["localhost"]).unwrap();
+        write(&second);
+        assert!(matches!(files.poll(&resolver), Reload::Reloaded(Some(_))));
+        let s2 = serial(&resolver);
+        assert_ne!(s1, s2);
+
+        // A key that doesn't match: refused, the second certificate stays.
+        let third = dev_certificate(&["localhost"]).unwrap();
+        std::fs::write(
+            &key,
+            pem_encode("PRIVATE KEY", third.identity.key.secret_der()),
+        )
+        .unwrap();
+        assert!(matches!(
+            files.poll(&resolver),
+            Reload::Failed(TlsError::KeyMismatch)
+        ));
+        assert_eq!(serial(&resolver), s2);
+        // Garbage: refused too, reported once.
+        std::fs::write(&cert, "not a certificate").unwrap();
+        assert!(matches!(files.poll(&resolver), Reload::Failed(_)));
+        assert!(matches!(files.poll(&resolver), Reload::Unchanged));
+        assert_eq!(serial(&resolver), s2);
     }
 
     fn pem_encode(label: &str, der: &[u8]) -> String {

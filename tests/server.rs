@@ -33,7 +33,10 @@ impl TestServer {
     async fn start(limits: Limits) -> Self {
         install_provider();
         let dev = tls::dev_certificate(&["localhost", "127.0.0.1"]).unwrap();
-        let tls_config = tls::server_config(dev.identity).unwrap();
+        let tls_config = tls::server_config(tls::CertResolver::new(
+            dev.identity.certified_key().unwrap(),
+        ))
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = server::AppState::new(common::config(), Facts::default(), &limits);
@@ -43,7 +46,11 @@ impl TestServer {
             let stop = async {
                 let _ = rx.await;
             };
-            server::serve(listener, tls_config, app, state, limits, stop)
+            let options = server::ServeOptions {
+                limits,
+                ..Default::default()
+            };
+            server::serve(listener, tls_config, app, state, options, stop)
                 .await
                 .unwrap();
         });
@@ -364,7 +371,13 @@ impl Drop for Child {
 #[test]
 fn binary_refuses_to_start_without_a_region() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_harbor-iam-webhook"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ])
         .env_remove("AWS_REGION")
         .output()
         .unwrap();
@@ -389,6 +402,8 @@ async fn binary_serves_with_a_dev_certificate_and_never_logs_secret_values() {
                 &format!("127.0.0.1:{port}"),
                 "--log-format",
                 "json",
+                "--metrics-listen",
+                "off",
             ])
             .env("AWS_REGION", "eu-west-1")
             .env("HARBOR_IAM_WEBHOOK_DEV_CA_OUT", &ca_path)
