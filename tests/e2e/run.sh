@@ -1,29 +1,38 @@
 #!/usr/bin/env bash
 # End-to-end suite: the webhook against a real kube-apiserver + etcd.
+# See tests/e2e/README.md.
 #
 #   tests/e2e/run.sh                 build (or reuse) the tools, build the webhook, run go test
-#   tests/e2e/run.sh --build-only    only build/reuse the tool binaries
+#   tests/e2e/run.sh --build-only    only build (or reuse) the tool binaries
 #
 # Environment:
 #   E2E_KUBE_VERSIONS   Kubernetes minors to test, space separated, each a directory
-#                       tests/e2e/tools/<minor> (default: "v1.37"; e.g. "v1.37 v1.34")
+#                       tests/e2e/tools/<minor> (default "v1.37"; e.g. "v1.37 v1.34"; "all")
 #   E2E_CACHE_DIR       where built tools are cached
-#                       (default: ${XDG_CACHE_HOME:-$HOME/.cache}/harbor-iam-webhook/e2e)
-#   E2E_GO_BUILD_P      go build -p (default: number of CPUs, at most 2)
-#   E2E_GO_TEST_FLAGS   extra flags for go test (e.g. "-run TestFixtures -v")
-#   E2E_KEEP_WORKDIR=1  keep the per-run temp dirs (logs of etcd/apiserver/webhook)
+#                       (default ${XDG_CACHE_HOME:-$HOME/.cache}/harbor-iam-webhook/e2e)
+#   E2E_GO_BUILD_P      go build -p for the tools (default: number of CPUs, at most 2)
+#   E2E_GO_TEST_FLAGS   flags for go test (default "-v"; e.g. "-v -run TestWebhookAgainstAPIServer/fixtures")
+#   E2E_KEEP_WORKDIR=1  keep the per-run directory (logs, certs, kubeconfig) even when all pass
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache_root=${E2E_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/harbor-iam-webhook/e2e}
 versions=${E2E_KUBE_VERSIONS:-v1.37}
+if [[ $versions == all ]]; then
+	versions=$(cd "$here/tools" && ls -d v1.* | sort -t. -k2,2nr | tr '\n' ' ')
+fi
 build_only=0
-[[ ${1:-} == --build-only ]] && build_only=1
+case ${1:-} in
+	--build-only) build_only=1 ;;
+	"") ;;
+	*) echo "usage: $0 [--build-only]" >&2; exit 2 ;;
+esac
 
-# Use the machine's Go toolchain as is; never fetch another one.
+# Use the machine's Go toolchain as is (never download another one), build
+# reproducibly from the committed go.sum, and statically.
 export GOTOOLCHAIN=local
-export GOFLAGS=-mod=readonly
+export GOFLAGS="-mod=readonly -buildvcs=false"
 export CGO_ENABLED=0
 ncpu=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 go_p=${E2E_GO_BUILD_P:-$(( ncpu < 2 ? ncpu : 2 ))}
@@ -34,44 +43,61 @@ t_start=$SECONDS
 now() { echo $(( SECONDS - t_start ))s; }
 log() { echo "[e2e $(now)] $*" >&2; }
 
-# cache_dir MODULE_DIR NAME -> prints the cache directory for that module's binaries
+command -v go >/dev/null || { log "go is not installed"; exit 2; }
+command -v cargo >/dev/null || { log "cargo is not installed"; exit 2; }
+
+# cache_dir MODULE_DIR NAME -> the cache directory for that module's binaries
 cache_dir() {
 	local hash
 	hash=$(cat "$1/go.mod" "$1/go.sum" <(echo "recipe=$recipe $(go env GOVERSION GOOS GOARCH)") | sha256sum | cut -c1-16)
 	echo "$cache_root/$2-$hash"
 }
 
-# build MODULE_DIR NAME LDFLAGS PKG... -> builds the packages into the cache unless present
+# build MODULE_DIR NAME LDFLAGS PKG... -> builds the packages into the cache
+# unless they are there already; prints the directory.
 build() {
 	local mod=$1 name=$2 ldflags=$3; shift 3
 	local dir; dir=$(cache_dir "$mod" "$name")
 	if [[ -f $dir/.complete ]]; then
+		touch "$dir/.complete"
 		log "$name: reusing $dir"
 		echo "$dir"; return
 	fi
-	log "$name: building $* into $dir (go build -p $go_p; a cold kube-apiserver build takes a while)"
+	log "$name: building $* into $dir (go build -p $go_p; a cold kube-apiserver build takes several minutes)"
 	mkdir -p "$cache_root"
 	local tmp; tmp=$(mktemp -d "$cache_root/.build-$name.XXXXXX")
 	local t0=$SECONDS
 	if ! (cd "$mod" && go build -p "$go_p" -trimpath -ldflags "$ldflags" -o "$tmp/" "$@" >&2); then
 		rm -rf "$tmp"; log "$name: build FAILED"; return 1
 	fi
+	chmod 755 "$tmp"
 	touch "$tmp/.complete"
-	rm -rf "$dir"; mv "$tmp" "$dir"
+	# A directory without .complete is debris of an interrupted rename.
+	[[ -d $dir && ! -f $dir/.complete ]] && rm -rf "$dir"
+	# Another run may have finished the same build meanwhile: keep either.
+	mv -T "$tmp" "$dir" 2>/dev/null || rm -rf "$tmp"
 	log "$name: built in $(( SECONDS - t0 ))s"
 	echo "$dir"
 }
 
+# Forget tools not used for 30 days (each kube-* entry is ~180 MB).
+if [[ -d $cache_root ]]; then
+	find "$cache_root" -mindepth 2 -maxdepth 2 -name .complete -mtime +30 -printf '%h\n' 2>/dev/null |
+		while read -r old; do log "removing unused $old"; rm -rf "$old"; done
+	find "$cache_root" -mindepth 1 -maxdepth 1 -name '.build-*' -mmin +240 -exec rm -rf {} + 2>/dev/null || true
+fi
+
 etcd_dir=$(build "$here/tools/etcd" etcd "-s -w" .)
-declare -A kube_dir
+declare -A kube_dir kube_full
 for v in $versions; do
 	mod="$here/tools/$v"
-	[[ -f $mod/go.mod ]] || { log "no tool module for $v at $mod (create it with tools/new-version.sh)"; exit 2; }
+	[[ -f $mod/go.mod ]] || { log "no tool module for $v at $mod (create it with tools/new-version.sh vX.Y.Z)"; exit 2; }
 	full=$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$mod/go.mod")
 	[[ $full =~ ^v1\.([0-9]+)\. ]] || { log "cannot read the k8s.io/kubernetes version from $mod/go.mod"; exit 2; }
 	vpkg=k8s.io/component-base/version
 	ldflags="-s -w -X $vpkg.gitVersion=$full -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=${BASH_REMATCH[1]} -X $vpkg.gitTreeState=clean"
 	kube_dir[$v]=$(build "$mod" "kube-$v" "$ldflags" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+	kube_full[$v]=$full
 done
 log "tools ready"
 (( build_only )) && exit 0
@@ -82,10 +108,12 @@ log "webhook: cargo build --locked --bin harbor-iam-webhook"
 target_dir=$(cd "$repo" && cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 webhook_bin=${target_dir:-$repo/target}/debug/harbor-iam-webhook
 [[ -x $webhook_bin ]] || { log "no webhook binary at $webhook_bin"; exit 1; }
+log "webhook built"
 
 # ---- the suite, once per Kubernetes version ----
-# Processes the suite starts are recorded here; whatever survives a crashed
-# test binary (they also get SIGKILL via Pdeathsig) is stopped on exit.
+# Every process the suite starts is recorded here. They stop with the test
+# (t.Cleanup) or with the test binary (Pdeathsig); whatever is left after a
+# crash is killed, by process group, on exit.
 pidfile=$(mktemp "${TMPDIR:-/tmp}/harbor-iam-webhook-e2e-pids.XXXXXX")
 reap() {
 	local pid
@@ -95,28 +123,31 @@ reap() {
 	rm -f "$pidfile"
 }
 trap reap EXIT
+trap 'exit 130' INT TERM
 
-(cd "$here" && go build -trimpath ./... && go vet ./...)
+(cd "$here" && go vet ./...)
 status=0
+summary=()
 for v in $versions; do
 	dir=${kube_dir[$v]}
-	log "go test against Kubernetes $("$dir/kube-apiserver" --version | awk '{print $2}')"
+	log "go test against Kubernetes ${kube_full[$v]}"
 	t0=$SECONDS
 	# shellcheck disable=SC2086 # E2E_GO_TEST_FLAGS is a list of flags
 	if (cd "$here" && \
 		E2E_ETCD="$etcd_dir/etcd" \
 		E2E_KUBE_APISERVER="$dir/kube-apiserver" \
 		E2E_KUBECTL="$dir/kubectl" \
-		E2E_KUBE_VERSION="$("$dir/kube-apiserver" --version | awk '{print $2}')" \
+		E2E_KUBE_VERSION="${kube_full[$v]}" \
 		E2E_WEBHOOK_BIN="$webhook_bin" \
 		E2E_REPO_ROOT="$repo" \
 		E2E_PIDFILE="$pidfile" \
 		go test -trimpath -count=1 -timeout 20m ${E2E_GO_TEST_FLAGS:--v} .); then
-		log "Kubernetes $v: PASS in $(( SECONDS - t0 ))s"
+		summary+=("Kubernetes ${kube_full[$v]}: PASS ($(( SECONDS - t0 ))s)")
 	else
-		log "Kubernetes $v: FAIL in $(( SECONDS - t0 ))s"
+		summary+=("Kubernetes ${kube_full[$v]}: FAIL ($(( SECONDS - t0 ))s)")
 		status=1
 	fi
 done
+for s in "${summary[@]}"; do log "$s"; done
 log "total $(now)"
 exit $status
