@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -69,6 +69,10 @@ pub fn router(state: Arc<AppState>, limits: &Limits) -> Router {
     let reviews = Router::new()
         .route("/mutate", post(mutate))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
         .layer(axum::middleware::map_response(move |res: Response| {
             let state = timeout_state.clone();
             async move {
@@ -78,11 +82,7 @@ pub fn router(state: Arc<AppState>, limits: &Limits) -> Router {
                 }
                 res
             }
-        }))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
-        ));
+        }));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -323,12 +323,17 @@ impl Shared {
             self.state.metrics.error(ErrorKind::TooManyConnections);
             warn!(%peer, limit = self.options.max_connections, "too many connections: answering 503");
         }
+        // A silent connection is dropped at stop; one that has started its handshake finishes it
+        // (bounded by the handshake timeout) and is served.
         let mut stopping = self.stopping.clone();
-        let tls = tokio::select! {
-            tls = self.handshake(tcp, peer) => tls,
+        let tcp = tokio::select! {
+            tcp = self.first_bytes(tcp, peer) => tcp,
             _ = stopping.wait_for(|s| *s) => None,
         };
-        let Some(tls) = tls else { return };
+        let Some(tcp) = tcp else { return };
+        let Some(tls) = self.tls_accept(tcp, peer).await else {
+            return;
+        };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         self.state.metrics.connection_opened();
         self.serve_connection(tls, peer, h2, permit.is_some()).await;
@@ -336,34 +341,43 @@ impl Shared {
         drop(permit);
     }
 
-    /// Plain-HTTP detection and the TLS handshake, under the handshake timeout.
-    async fn handshake(
-        &self,
-        mut tcp: TcpStream,
-        peer: SocketAddr,
-    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    /// Wait for the client's first byte: a TLS record goes on, plain HTTP gets a readable 400.
+    async fn first_bytes(&self, mut tcp: TcpStream, peer: SocketAddr) -> Option<TcpStream> {
         // Without TCP_NODELAY HTTP/2 responses stall on Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        let deadline = self.options.limits.handshake_timeout;
         let mut first = [0u8; 1];
-        match tokio::time::timeout(deadline, tcp.peek(&mut first)).await {
-            Ok(Ok(1)) if first[0] != 0x16 => {
+        match tokio::time::timeout(self.options.limits.handshake_timeout, tcp.peek(&mut first))
+            .await
+        {
+            Ok(Ok(1)) if first[0] == 0x16 => Some(tcp),
+            Ok(Ok(1)) => {
                 if first[0].is_ascii_uppercase() {
                     self.state.metrics.error(ErrorKind::PlainHttp);
                     debug!(%peer, "plain HTTP on the TLS port");
                     let _ = tcp.write_all(PLAIN_HTTP_ANSWER).await;
                     let _ = tcp.shutdown().await;
                 }
-                return None;
+                None
             }
-            Ok(Ok(1)) => {}
-            Ok(_) => return None,
+            Ok(_) => None,
             Err(_) => {
                 self.state.metrics.error(ErrorKind::HandshakeTimeout);
-                return None;
+                None
             }
         }
-        match tokio::time::timeout(deadline, self.acceptor.accept(tcp)).await {
+    }
+
+    async fn tls_accept(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        match tokio::time::timeout(
+            self.options.limits.handshake_timeout,
+            self.acceptor.accept(tcp),
+        )
+        .await
+        {
             Ok(Ok(tls)) => Some(tls),
             Ok(Err(err)) => {
                 self.state.metrics.error(ErrorKind::TlsHandshake);
@@ -385,11 +399,13 @@ impl Shared {
         h2: bool,
         admitted: bool,
     ) {
-        let served = Arc::new(AtomicUsize::new(0));
+        // Flips to true when the first request arrives: a connection is told to go away only
+        // after that, or a client's first request could meet a closed connection.
+        let (first_tx, first_rx) = watch::channel(false);
         let service = {
-            let (app, draining, served) = (self.app.clone(), self.draining.clone(), served.clone());
+            let (app, draining) = (self.app.clone(), self.draining.clone());
             hyper::service::service_fn(move |req: Request<Incoming>| {
-                served.fetch_add(1, Ordering::Relaxed);
+                first_tx.send_if_modified(|seen| !std::mem::replace(seen, true));
                 let (app, draining) = (app.clone(), draining.clone());
                 async move {
                     let http1 = req.version() < Version::HTTP_2;
@@ -411,7 +427,26 @@ impl Shared {
         };
         let conn = self.builder.serve_connection(TokioIo::new(tls), service);
         tokio::pin!(conn);
-        let (mut draining, mut stopping) = (self.draining.clone(), self.stopping.clone());
+        let grace = self.options.limits.handshake_timeout;
+        // HTTP/2 is told (GOAWAY, sent twice by hyper so streams already opened are served) when
+        // draining starts; HTTP/1 is told per response (`Connection: close`).
+        let drain = {
+            let (mut first, mut draining) = (first_rx.clone(), self.draining.clone());
+            async move {
+                let _ = first.wait_for(|f| *f).await;
+                let _ = draining.wait_for(|d| *d).await;
+            }
+        };
+        // Once the listener is closed every connection is told; one that never sent a request
+        // gets the handshake timeout to do so.
+        let stop = {
+            let (mut first, mut stopping) = (first_rx, self.stopping.clone());
+            async move {
+                let _ = stopping.wait_for(|s| *s).await;
+                let _ = tokio::time::timeout(grace, first.wait_for(|f| *f)).await;
+            }
+        };
+        tokio::pin!(drain, stop);
         let mut told = false;
         loop {
             tokio::select! {
@@ -421,15 +456,11 @@ impl Shared {
                     }
                     return;
                 }
-                // HTTP/2: GOAWAY as soon as draining starts (hyper sends it twice, so streams
-                // the client opened meanwhile are still served). HTTP/1 is told per response.
-                _ = draining.wait_for(|d| *d), if h2 && !told => {
+                () = &mut drain, if h2 && !told => {
                     conn.as_mut().graceful_shutdown();
                     told = true;
                 }
-                // Listener closed: finish. An HTTP/1 connection that has not sent its first
-                // request yet may still send it (and gets `Connection: close`).
-                _ = stopping.wait_for(|s| *s), if !told && (h2 || served.load(Ordering::Relaxed) > 0) => {
+                () = &mut stop, if !told => {
                     conn.as_mut().graceful_shutdown();
                     told = true;
                 }

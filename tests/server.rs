@@ -3,7 +3,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -485,4 +485,221 @@ async fn binary_serves_with_a_dev_certificate_and_never_logs_secret_values() {
     assert!(reviews[0]["patch_ops"].as_u64().unwrap() > 0);
     assert!(reviews[0]["latency_us"].is_u64());
     assert_eq!(reviews[1]["decision"], "denied");
+}
+
+// --- Limits: each answers with the right status.
+
+async fn start_with(options: server::ServeOptions) -> (TestServer, Arc<server::AppState>) {
+    install_provider();
+    let dev = tls::dev_certificate(&["localhost", "127.0.0.1"]).unwrap();
+    let tls_config = tls::server_config(tls::CertResolver::new(
+        dev.identity.certified_key().unwrap(),
+    ))
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = server::AppState::new(common::config(), Facts::default(), &options.limits);
+    let app = server::router(state.clone(), &options.limits);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let st = state.clone();
+    let task = tokio::spawn(async move {
+        server::serve(listener, tls_config, app, st, options, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (
+        TestServer {
+            addr,
+            ca_pem: dev.ca_pem,
+            stop: Some(tx),
+            task,
+        },
+        state,
+    )
+}
+
+async fn tls_stream(srv: &TestServer) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(srv.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn too_many_connections_get_503() {
+    let options = server::ServeOptions {
+        max_connections: 1,
+        ..Default::default()
+    };
+    let (srv, state) = start_with(options).await;
+    let first = srv.client(H1);
+    assert_eq!(
+        first
+            .get(srv.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    // The first client keeps its connection (keep-alive): a second connection is over the limit.
+    let second = srv.client(H1);
+    let res = second.get(srv.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["connection"], "close");
+    assert!(res.text().await.unwrap().contains("too many connections"));
+    assert_eq!(
+        first
+            .get(srv.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert!(
+        state
+            .metrics
+            .encode()
+            .contains("harbor_iam_webhook_errors_total{kind=\"too_many_connections\"} 1")
+    );
+    drop(first);
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    let limits = Limits {
+        handshake_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let (srv, state) = start_with(server::ServeOptions {
+        limits,
+        ..Default::default()
+    })
+    .await;
+
+    // Headers that never end: the connection is closed after the header read timeout.
+    let mut slow = tls_stream(&srv).await;
+    slow.write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "slow headers were not cut off");
+
+    // A body that never arrives: 408.
+    let mut slow = tls_stream(&srv).await;
+    slow.write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+
+    // Meanwhile everyone else is served.
+    assert_eq!(
+        srv.client(H2)
+            .get(srv.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert!(
+        state
+            .metrics
+            .encode()
+            .contains("harbor_iam_webhook_errors_total{kind=\"request_timeout\"} 1")
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn binary_serves_metrics_on_their_own_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    let (port, metrics_port) = (free_port(), free_port());
+    let _child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_harbor-iam-webhook"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .env("AWS_REGION", "eu-west-1")
+            .env("HARBOR_IAM_WEBHOOK_DEV_CA_OUT", &ca_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let client = loop {
+        let pem = std::fs::read_to_string(&ca_path).unwrap_or_default();
+        if pem.contains("END CERTIFICATE") {
+            let c = client_for(&pem, addr, H2);
+            let ready = c
+                .get(format!("https://localhost:{port}/readyz"))
+                .send()
+                .await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                break c;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "webhook not ready in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let core = common::read_object(&common::fixtures().join("pods/harbor-helm-1.16-core.yaml"));
+    let res = client
+        .post(format!("https://localhost:{port}/mutate"))
+        .json(&review(&core, "m"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "harbor_iam_webhook_admission_reviews_total{component=\"core\",outcome=\"mutated\"} 1",
+        "harbor_iam_webhook_admission_review_duration_seconds_count 1",
+        "harbor_iam_webhook_ready 1",
+        "harbor_iam_webhook_certificate_expiry_timestamp_seconds ",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    // Reviews are never served on the plain port.
+    let plain = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{metrics_port}/mutate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::NOT_FOUND);
 }
