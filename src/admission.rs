@@ -333,9 +333,16 @@ pub fn review(
     config: &MutateConfig,
     facts: &Facts,
 ) -> Result<(ReviewOut, Summary), ReviewError> {
-    let parsed: ReviewIn = serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ReviewError::NotAReview(e.to_string()),
-        _ => ReviewError::NotJson(e.to_string()),
+    // Errors name the field and position, never the offending value (it could be a secret).
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let parsed: ReviewIn = serde_path_to_error::deserialize(de).map_err(|e| {
+        let at = format!("line {} column {}", e.inner().line(), e.inner().column());
+        match e.inner().classify() {
+            serde_json::error::Category::Data => {
+                ReviewError::NotAReview(format!("{} ({at})", describe_parse_error(&e)))
+            }
+            _ => ReviewError::NotJson(at),
+        }
     })?;
     let (api_version, kind) = (
         parsed.api_version.unwrap_or_default(),
@@ -598,6 +605,17 @@ mod tests {
         assert_eq!(e.http_status(), 400);
         let e = review(br#"{"apiVersion": 5}"#, &cfg(), &Facts::default()).unwrap_err();
         assert_eq!(e.http_status(), 422);
+        assert!(e.to_string().contains("field apiVersion"), "{e}");
+        let e = review(
+            br#"{"request": "hunter2-secret"}"#,
+            &cfg(),
+            &Facts::default(),
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = review(br#"{"kind": "hunter2-secret"#, &cfg(), &Facts::default()).unwrap_err();
+        assert_eq!(e.http_status(), 400);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
         let e = review(
             br#"{"apiVersion": "v1", "kind": "Pod"}"#,
             &cfg(),
