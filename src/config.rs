@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::consts;
-use crate::mutate::{Component, MutateConfig, Selector, is_valid_region};
+use crate::mutate::{
+    Component, IdentityMode, MutateConfig, OnMissingRole, Selector, is_valid_region,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,6 +63,51 @@ pub struct EngineArgs {
           default_values_t = consts::DEFAULT_COMPONENT_LABELS.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
           value_name = "KEY")]
     pub component_labels: Vec<String>,
+    /// Where pods get AWS credentials: irsa (ServiceAccount role annotation) or pod-identity (EKS Pod Identity).
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_IDENTITY_MODE", value_enum, default_value_t = IdentityModeArg::Irsa)]
+    pub identity_mode: IdentityModeArg,
+    /// IRSA ServiceAccount missing or without eks.amazonaws.com/role-arn: deny the pod, or warn.
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_ON_MISSING_ROLE", value_enum, default_value_t = OnMissingRoleArg::Deny)]
+    pub on_missing_role: OnMissingRoleArg,
+    /// Replace a pod's own ServiceAccount even when it already has a role.
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_FORCE_SERVICE_ACCOUNT")]
+    pub force_service_account: bool,
+    /// Inject what amazon-eks-pod-identity-webhook would (token volume, AWS_ROLE_ARN, ...), irsa mode.
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_INJECT_WEB_IDENTITY", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub inject_web_identity: bool,
+    /// Add AWS_STS_REGIONAL_ENDPOINTS=regional (a ServiceAccount annotation overrides).
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_STS_REGIONAL_ENDPOINTS")]
+    pub sts_regional_endpoints: bool,
+    /// Default lifetime of the projected web-identity token (clamped to 3600..86400).
+    #[arg(
+        long,
+        env = "HARBOR_IAM_WEBHOOK_TOKEN_EXPIRATION_SECONDS",
+        default_value_t = 86400
+    )]
+    pub token_expiration_seconds: i64,
+    /// Also switch the registry pod to IRSA and blank its static S3 keys (registry builds on distribution v3 only).
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_REGISTRY_S3_IRSA")]
+    pub registry_s3_irsa: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IdentityModeArg {
+    Irsa,
+    PodIdentity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnMissingRoleArg {
+    Deny,
+    Warn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClusterFacts {
+    /// On when running in a cluster or when a kubeconfig is found.
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -143,6 +190,16 @@ pub struct ServeArgs {
         default_value_t = 10
     )]
     pub tls_reload_interval_seconds: u64,
+    /// Look up ServiceAccounts and ConfigMaps in the cluster (auto: on in a cluster or with a kubeconfig).
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_CLUSTER_FACTS", value_enum, default_value_t = ClusterFacts::Auto)]
+    pub cluster_facts: ClusterFacts,
+    /// How long a looked-up ServiceAccount or ConfigMap is trusted before it is fetched again (seconds).
+    #[arg(
+        long,
+        env = "HARBOR_IAM_WEBHOOK_FACTS_TTL_SECONDS",
+        default_value_t = 30
+    )]
+    pub facts_ttl_seconds: u64,
     /// Plain-HTTP address for Prometheus metrics (`/metrics`); `off` to disable.
     #[arg(long, env = "HARBOR_IAM_WEBHOOK_METRICS_LISTEN", default_value = "0.0.0.0:9090", value_parser = parse_optional_addr)]
     pub metrics_listen: MaybeAddr,
@@ -254,6 +311,22 @@ impl EngineArgs {
                     .collect(),
                 component_labels: self.component_labels.clone(),
             },
+            identity_mode: match self.identity_mode {
+                IdentityModeArg::Irsa => IdentityMode::Irsa,
+                IdentityModeArg::PodIdentity => IdentityMode::PodIdentity,
+            },
+            on_missing_role: match self.on_missing_role {
+                OnMissingRoleArg::Deny => OnMissingRole::Deny,
+                OnMissingRoleArg::Warn => OnMissingRole::Warn,
+            },
+            force_service_account: self.force_service_account,
+            inject_web_identity: self.inject_web_identity,
+            regional_sts: self.sts_regional_endpoints,
+            token_expiration: self.token_expiration_seconds.clamp(
+                consts::EKS_MIN_TOKEN_EXPIRATION,
+                consts::EKS_MAX_TOKEN_EXPIRATION,
+            ),
+            registry_s3_irsa: self.registry_s3_irsa,
         })
     }
 }

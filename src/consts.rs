@@ -41,3 +41,27 @@ pub const IAM_FEATURE_GATE: &str = "HARBOR_ENABLE_COMMERCIAL_AWS_RDS_IAM_AUTH";
 /// sslmode values at least as strong as `require` (libpq compares case-sensitively).
 pub const STRONG_SSLMODES: &[&str] = &["require", "verify-ca", "verify-full"];
 pub const SSLMODE_REQUIRE: &str = "require";
+
+// IRSA, as amazon-eks-pod-identity-webhook names things (so that, if it also runs, it finds
+// everything in place and changes nothing).
+pub const EKS_ROLE_ARN_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+pub const EKS_AUDIENCE_ANNOTATION: &str = "eks.amazonaws.com/audience";
+pub const EKS_STS_REGIONAL_ANNOTATION: &str = "eks.amazonaws.com/sts-regional-endpoints";
+pub const EKS_TOKEN_EXPIRATION_ANNOTATION: &str = "eks.amazonaws.com/token-expiration";
+pub const EKS_SKIP_CONTAINERS_ANNOTATION: &str = "eks.amazonaws.com/skip-containers";
+pub const EKS_SKIP_POD_LABEL: &str = "eks.amazonaws.com/skip-pod-identity-webhook";
+pub const EKS_DEFAULT_AUDIENCE: &str = "sts.amazonaws.com";
+pub const EKS_TOKEN_VOLUME: &str = "aws-iam-token";
+pub const EKS_TOKEN_MOUNT_PATH: &str = "/var/run/secrets/eks.amazonaws.com/serviceaccount";
+pub const EKS_TOKEN_FILE: &str = "token";
+pub const EKS_MIN_TOKEN_EXPIRATION: i64 = 3600;
+pub const EKS_MAX_TOKEN_EXPIRATION: i64 = 86400;
+pub const AWS_ROLE_ARN: &str = "AWS_ROLE_ARN";
+pub const AWS_WEB_IDENTITY_TOKEN_FILE: &str = "AWS_WEB_IDENTITY_TOKEN_FILE";
+pub const AWS_REGION: &str = "AWS_REGION";
+pub const AWS_DEFAULT_REGION: &str = "AWS_DEFAULT_REGION";
+pub const AWS_STS_REGIONAL_ENDPOINTS: &str = "AWS_STS_REGIONAL_ENDPOINTS";
+
+// Registry storage keys (opt-in blanking).
+pub const REGISTRY_S3_ACCESS_KEY: &str = "REGISTRY_STORAGE_S3_ACCESSKEY";
+pub const REGISTRY_S3_SECRET_KEY: &str = "REGISTRY_STORAGE_S3_SECRETKEY";

@@ -3,13 +3,32 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     /// ConfigMaps by name; a fact without a namespace applies to every namespace.
     config_maps: HashMap<String, Vec<ConfigMapFact>>,
+    /// ServiceAccounts by name: `Some(annotations)` exists, `None` known not to exist.
+    service_accounts: HashMap<String, Vec<SaEntry>>,
+    /// When set, a ServiceAccount absent from the facts does not exist (the facts are the
+    /// whole truth, e.g. every ServiceAccount of the namespace was handed in).
+    service_accounts_complete: bool,
 }
+
+/// (namespace, annotations) of one ServiceAccount fact; `None` annotations: it does not exist.
+type SaEntry = (Option<String>, Option<BTreeMap<String, String>>);
+
+/// What the facts say about one ServiceAccount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaFact<'a> {
+    Exists(&'a BTreeMap<String, String>),
+    Missing,
+    /// Nobody told the engine.
+    Unknown,
+}
+
+static NO_ANNOTATIONS: BTreeMap<String, String> = BTreeMap::new();
 
 #[derive(Debug, Clone)]
 struct ConfigMapFact {
@@ -52,6 +71,67 @@ impl Facts {
 
     pub fn is_empty(&self) -> bool {
         self.config_maps.is_empty()
+            && self.service_accounts.is_empty()
+            && !self.service_accounts_complete
+    }
+
+    pub fn add_service_account(&mut self, sa: ServiceAccount) {
+        let Some(name) = sa.metadata.name else { return };
+        let annotations = sa.metadata.annotations.unwrap_or_default();
+        self.service_accounts
+            .entry(name)
+            .or_default()
+            .push((sa.metadata.namespace, Some(annotations)));
+    }
+
+    /// Record that a ServiceAccount does not exist.
+    pub fn add_missing_service_account(&mut self, namespace: Option<&str>, name: &str) {
+        self.service_accounts
+            .entry(name.to_owned())
+            .or_default()
+            .push((namespace.map(str::to_owned), None));
+    }
+
+    /// From now on a ServiceAccount absent from the facts counts as missing.
+    pub fn set_service_accounts_complete(&mut self, complete: bool) {
+        self.service_accounts_complete = complete;
+    }
+
+    /// ServiceAccount `name` as seen from `namespace` (a fact in that namespace first, then one
+    /// without a namespace).
+    pub fn service_account(&self, namespace: Option<&str>, name: &str) -> SaFact<'_> {
+        let found = self.service_accounts.get(name).and_then(|facts| {
+            facts
+                .iter()
+                .find(|(ns, _)| ns.is_some() && ns.as_deref() == namespace)
+                .or_else(|| facts.iter().find(|(ns, _)| ns.is_none()))
+        });
+        match found {
+            Some((_, Some(annotations))) => SaFact::Exists(annotations),
+            Some((_, None)) => SaFact::Missing,
+            None if self.service_accounts_complete => SaFact::Missing,
+            None => SaFact::Unknown,
+        }
+    }
+
+    /// The role ARN of a ServiceAccount, when the facts know it has one.
+    pub fn role_arn(&self, namespace: Option<&str>, name: &str) -> Option<&str> {
+        match self.service_account(namespace, name) {
+            SaFact::Exists(a) => a
+                .get(crate::consts::EKS_ROLE_ARN_ANNOTATION)
+                .map(String::as_str)
+                .filter(|r| !r.is_empty()),
+            _ => None,
+        }
+    }
+}
+
+impl SaFact<'_> {
+    pub fn annotations(&self) -> &BTreeMap<String, String> {
+        match self {
+            SaFact::Exists(a) => a,
+            _ => &NO_ANNOTATIONS,
+        }
     }
 }
 
@@ -89,5 +169,55 @@ mod tests {
         );
         assert!(f.config_map(Some("harbor"), "only-other").is_none());
         assert!(f.config_map(Some("harbor"), "missing").is_none());
+    }
+
+    #[test]
+    fn service_accounts_exist_are_missing_or_unknown() {
+        let sa = |ns: Option<&str>, name: &str, role: Option<&str>| ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: ns.map(Into::into),
+                annotations: role.map(|r| {
+                    [(
+                        crate::consts::EKS_ROLE_ARN_ANNOTATION.to_string(),
+                        r.to_string(),
+                    )]
+                    .into()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut f = Facts::default();
+        f.add_service_account(sa(
+            Some("harbor"),
+            "harbor-sa",
+            Some("arn:aws:iam::1:role/r"),
+        ));
+        f.add_service_account(sa(Some("harbor"), "plain", None));
+        f.add_missing_service_account(Some("harbor"), "gone");
+        assert_eq!(
+            f.role_arn(Some("harbor"), "harbor-sa"),
+            Some("arn:aws:iam::1:role/r")
+        );
+        assert_eq!(f.role_arn(Some("harbor"), "plain"), None);
+        assert!(matches!(
+            f.service_account(Some("harbor"), "plain"),
+            SaFact::Exists(_)
+        ));
+        assert_eq!(f.service_account(Some("harbor"), "gone"), SaFact::Missing);
+        assert_eq!(
+            f.service_account(Some("harbor"), "never-heard"),
+            SaFact::Unknown
+        );
+        assert_eq!(
+            f.service_account(Some("other"), "harbor-sa"),
+            SaFact::Unknown
+        );
+        f.set_service_accounts_complete(true);
+        assert_eq!(
+            f.service_account(Some("harbor"), "never-heard"),
+            SaFact::Missing
+        );
     }
 }

@@ -4,22 +4,29 @@ use std::collections::BTreeMap;
 
 use crate::consts::{self, INJECT_ANNOTATION, INJECT_DISABLED};
 
-/// A Harbor component that talks to the database, with the env names it reads.
+/// A Harbor component the webhook may change: the four that talk to the database, and the
+/// registry (only with the opt-in for S3 keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Component {
     Core,
     Jobservice,
     Exporter,
     Migrator,
+    Registry,
 }
 
 impl Component {
-    pub const ALL: [Component; 4] = [
+    pub const ALL: [Component; 5] = [
         Component::Core,
         Component::Jobservice,
         Component::Exporter,
         Component::Migrator,
+        Component::Registry,
     ];
+
+    pub fn uses_database(self) -> bool {
+        self != Component::Registry
+    }
 
     pub fn from_label(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == value)
@@ -31,20 +38,22 @@ impl Component {
             Component::Jobservice => "jobservice",
             Component::Exporter => "exporter",
             Component::Migrator => "migrator",
+            Component::Registry => "registry",
         }
     }
 
-    /// `(use-IAM switch, region)` env names this component reads.
-    pub fn iam_env_names(self) -> (&'static str, &'static str) {
+    /// `(use-IAM switch, region)` env names this component reads, if it uses the database.
+    pub fn iam_env_names(self) -> Option<(&'static str, &'static str)> {
         match self {
-            Component::Exporter => (
+            Component::Exporter => Some((
                 consts::HARBOR_DATABASE_USE_IAM_AUTH,
                 consts::HARBOR_DATABASE_AWS_REGION,
-            ),
-            _ => (
+            )),
+            Component::Registry => None,
+            _ => Some((
                 consts::POSTGRESQL_USE_IAM_AUTH,
                 consts::POSTGRESQL_AWS_REGION,
-            ),
+            )),
         }
     }
 
@@ -54,16 +63,21 @@ impl Component {
         match self {
             Component::Core | Component::Migrator => Some(consts::POSTGRESQL_SSLMODE),
             Component::Exporter => Some(consts::HARBOR_DATABASE_SSLMODE),
-            Component::Jobservice => None,
+            Component::Jobservice | Component::Registry => None,
         }
     }
 
-    /// Env names that can carry the static database password into this component.
+    /// Env names that can carry a static secret the webhook replaces: the database password,
+    /// or the registry's S3 keys.
     pub fn password_envs(self) -> &'static [&'static str] {
         match self {
             Component::Exporter => &[
                 consts::HARBOR_DATABASE_PASSWORD,
                 consts::POSTGRESQL_PASSWORD,
+            ],
+            Component::Registry => &[
+                consts::REGISTRY_S3_ACCESS_KEY,
+                consts::REGISTRY_S3_SECRET_KEY,
             ],
             _ => &[consts::POSTGRESQL_PASSWORD],
         }
@@ -246,8 +260,13 @@ mod tests {
             Target::OtherComponent(None)
         );
         assert_eq!(
+            classify(&[("app", "harbor"), ("component", "trivy")], &[]),
+            Target::OtherComponent(Some("trivy".into()))
+        );
+        // The registry is a target for the labels; whether it is changed is the config's call.
+        assert_eq!(
             classify(&[("app", "harbor"), ("component", "registry")], &[]),
-            Target::OtherComponent(Some("registry".into()))
+            Target::Mutate(Component::Registry)
         );
     }
 

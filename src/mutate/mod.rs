@@ -4,7 +4,9 @@
 mod component;
 mod database_url;
 pub mod env;
+pub mod identity;
 pub mod sslmode;
+mod validate;
 
 use std::collections::BTreeMap;
 
@@ -13,13 +15,32 @@ use wildmatch::WildMatch;
 
 pub use component::{Component, Selector, Target};
 pub use database_url::has_password as url_has_password;
+pub use validate::{Violation, validate};
 
 use crate::consts::{
-    self, IAM_FEATURE_GATE, POSTGRESQL_URL, REGION_ANNOTATION, STATUS_ANNOTATION, STATUS_INJECTED,
+    self, AWS_ROLE_ARN, EKS_ROLE_ARN_ANNOTATION, IAM_FEATURE_GATE, POSTGRESQL_URL,
+    REGION_ANNOTATION, STATUS_ANNOTATION, STATUS_INJECTED,
 };
-use crate::facts::Facts;
+use crate::facts::{Facts, SaFact};
 use env::{Blanked, SetEnv, blank_env, has_env_from_secret, last_entry, set_env};
+use identity::WebIdentity;
 use sslmode::{Sslmode, ensure_sslmode};
+
+/// Where the pod's AWS credentials come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityMode {
+    /// IAM Roles for Service Accounts: the ServiceAccount carries `eks.amazonaws.com/role-arn`.
+    Irsa,
+    /// EKS Pod Identity: an association the Kubernetes API can't show.
+    PodIdentity,
+}
+
+/// What to do when the IRSA ServiceAccount is missing or has no role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMissingRole {
+    Deny,
+    Warn,
+}
 
 /// What the engine is told by its operator.
 #[derive(Debug, Clone)]
@@ -32,6 +53,18 @@ pub struct MutateConfig {
     /// Skip pods whose images are not known to be IAM-capable, instead of warning.
     pub strict_images: bool,
     pub selector: Selector,
+    pub identity_mode: IdentityMode,
+    pub on_missing_role: OnMissingRole,
+    /// Replace a pod's own ServiceAccount even when it already has a role.
+    pub force_service_account: bool,
+    /// Inject what amazon-eks-pod-identity-webhook would (IRSA mode only).
+    pub inject_web_identity: bool,
+    /// Default for `AWS_STS_REGIONAL_ENDPOINTS=regional` (a ServiceAccount annotation overrides).
+    pub regional_sts: bool,
+    /// Default projected token lifetime in seconds.
+    pub token_expiration: i64,
+    /// Also switch the registry to IRSA and blank its static S3 keys.
+    pub registry_s3_irsa: bool,
 }
 
 impl MutateConfig {
@@ -46,6 +79,13 @@ impl MutateConfig {
                 .collect(),
             strict_images: false,
             selector: Selector::default(),
+            identity_mode: IdentityMode::Irsa,
+            on_missing_role: OnMissingRole::Deny,
+            force_service_account: false,
+            inject_web_identity: true,
+            regional_sts: false,
+            token_expiration: consts::EKS_MAX_TOKEN_EXPIRATION,
+            registry_s3_irsa: false,
         }
     }
 
@@ -53,6 +93,23 @@ impl MutateConfig {
         self.component_service_accounts
             .get(&c)
             .unwrap_or(&self.service_account)
+    }
+
+    /// The classification of the labels, narrowed by this configuration (the registry is a
+    /// target only with the S3 opt-in).
+    pub fn target(
+        &self,
+        labels: Option<&BTreeMap<String, String>>,
+        annotations: Option<&BTreeMap<String, String>>,
+    ) -> Target {
+        match self.selector.classify_maps(labels, annotations) {
+            Target::Mutate(Component::Registry) | Target::OptedOut(Component::Registry)
+                if !self.registry_s3_irsa =>
+            {
+                Target::OtherComponent(Some(Component::Registry.to_string()))
+            }
+            t => t,
+        }
     }
 }
 
@@ -105,6 +162,26 @@ pub enum MutateError {
         "pod {pod}: annotation {REGION_ANNOTATION}={value:?} is not an AWS region (expected e.g. eu-west-1)"
     )]
     InvalidRegion { pod: String, value: String },
+    #[error(
+        "pod {pod}: IRSA ServiceAccount {namespace}/{account} does not exist. Create it with the role that may \
+         rds-db:connect: kubectl -n {namespace} create serviceaccount {account} && kubectl -n {namespace} annotate \
+         serviceaccount {account} {EKS_ROLE_ARN_ANNOTATION}=arn:aws:iam::<account-id>:role/<role>"
+    )]
+    MissingServiceAccount {
+        pod: String,
+        namespace: String,
+        account: String,
+    },
+    #[error(
+        "pod {pod}: ServiceAccount {namespace}/{account} has no {EKS_ROLE_ARN_ANNOTATION} annotation, so the pod \
+         would get no AWS credentials and crash on token generation. Annotate it: kubectl -n {namespace} annotate \
+         serviceaccount {account} {EKS_ROLE_ARN_ANNOTATION}=arn:aws:iam::<account-id>:role/<role>"
+    )]
+    MissingRole {
+        pod: String,
+        namespace: String,
+        account: String,
+    },
 }
 
 /// `namespace/name`, falling back to `generateName` (pods of controllers have no name at CREATE).
@@ -176,7 +253,7 @@ fn is_true(v: &str) -> bool {
 }
 
 pub fn classify(pod: &Pod, config: &MutateConfig) -> Target {
-    config.selector.classify_maps(
+    config.target(
         pod.metadata.labels.as_ref(),
         pod.metadata.annotations.as_ref(),
     )
@@ -202,6 +279,16 @@ fn url_config_map<'a>(c: &'a Container, namespace: Option<&str>, facts: &Facts) 
             .contains_key(key)
             .then_some(cm.name.as_str())
     })
+}
+
+/// Everything the engine says besides the pod: warnings for people, a summary for audit.
+#[derive(Default)]
+struct Notes {
+    warnings: Vec<String>,
+    set: Vec<&'static str>,
+    blanked: Vec<&'static str>,
+    sslmode: Vec<String>,
+    audit: BTreeMap<String, String>,
 }
 
 /// Switch `pod` to RDS IAM authentication, or explain why it is left alone.
@@ -236,15 +323,15 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
         }
         None => config.region.clone(),
     };
+    let mut notes = Notes::default();
 
-    let mut warnings = Vec::new();
-    let spec = pod.spec.as_ref();
     let patterns: Vec<WildMatch> = config
         .iam_capable_images
         .iter()
         .map(|p| WildMatch::new(p))
         .collect();
-    let unknown_images: Vec<&Container> = spec
+    let unknown_images: Vec<&Container> = pod
+        .spec
         .iter()
         .flat_map(|s| s.containers.iter())
         .filter(|c| {
@@ -253,141 +340,132 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
                 .is_some_and(|i| patterns.iter().any(|p| p.matches(i)))
         })
         .collect();
+    let what = if component.uses_database() {
+        "RDS IAM auth"
+    } else {
+        "S3 web identity (distribution v3)"
+    };
     for c in &unknown_images {
-        warnings.push(format!(
-            "container {}: image {} is not known to support RDS IAM auth (upstream Harbor lacks it, goharbor/harbor#12546)",
+        notes.warnings.push(format!(
+            "container {}: image {} is not known to support {what} (upstream Harbor lacks it, goharbor/harbor#12546)",
             c.name,
             c.image.as_deref().unwrap_or("<none>"),
         ));
     }
     if config.strict_images && !unknown_images.is_empty() {
-        warnings.push("left unchanged: --strict-images skips pods with such images".into());
+        notes
+            .warnings
+            .push("left unchanged: --strict-images skips pods with such images".into());
         return Ok(unchanged(
             Outcome::Skipped(Skip::ImageNotIamCapable(component)),
-            warnings,
+            notes.warnings,
         ));
     }
 
-    for c in all_containers(pod) {
-        if let Some(e) = last_entry(c, POSTGRESQL_URL) {
-            match &e.value_from {
-                None if e.value.as_deref().is_some_and(url_has_password) => {
-                    return Err(MutateError::PasswordInUrl {
-                        pod: who,
-                        container: c.name.clone(),
-                    });
-                }
-                None => {}
-                Some(src) => warnings.push(format!(
-                    "container {}: POSTGRESQL_URL comes from {}; make sure it holds no password",
-                    c.name,
-                    env::describe_source(src)
-                )),
-            }
-        } else if let Some(cm) = url_config_map(c, pod.metadata.namespace.as_deref(), facts) {
-            warnings.push(format!(
-                "container {}: POSTGRESQL_URL comes from ConfigMap {cm}; make sure it holds no password",
-                c.name
-            ));
-        }
-    }
-
-    let mut out = pod.clone();
-    let namespace = out.metadata.namespace.clone();
+    let namespace = pod.metadata.namespace.clone();
     let ns = namespace.as_deref();
-    let mut set_names = Vec::new();
-    let mut blanked_names = Vec::new();
-    let mut sslmode_audit = Vec::new();
-    let (use_iam, region_env) = component.iam_env_names();
-
+    if component.uses_database() {
+        check_database_urls(pod, &who, ns, facts, &mut notes)?;
+    }
+    let mut out = pod.clone();
     let spec = out.spec.get_or_insert_with(Default::default);
-    for c in spec.containers.iter_mut() {
-        for (name, value, same) in [
-            (use_iam, "true", &is_true as &dyn Fn(&str) -> bool),
-            (region_env, region.as_str(), &|v: &str| v == region),
-            (IAM_FEATURE_GATE, "true", &is_true),
-        ] {
-            match set_env(c, name, value, same) {
-                SetEnv::Kept => {}
-                SetEnv::Added => set_names.push(name),
-                SetEnv::Replaced { was } => {
-                    set_names.push(name);
-                    warnings.push(format!(
-                        "container {}: {name} was {}; set to {value:?}",
-                        c.name,
-                        shown_previous(&was)
-                    ));
-                }
-            }
-        }
-        if let Some(name) = component.sslmode_env() {
-            match ensure_sslmode(c, name, ns, facts) {
-                Sslmode::Kept(v) => sslmode_audit.push(format!("{}={v}", c.name)),
-                Sslmode::Raised { was, from } => {
-                    sslmode_audit.push(format!("{}=require", c.name));
-                    if let (Some(was), Some(from)) = (was, from) {
-                        warnings.push(format!(
-                            "container {}: {name} was {} (from {from}); set to \"require\"",
-                            c.name,
-                            shown(&was)
-                        ));
-                    }
-                }
-                Sslmode::Unknown { from } => {
-                    sslmode_audit.push(format!("{}=unknown", c.name));
-                    warnings.push(format!(
-                        "container {}: {name} comes from {from}, which the webhook was not shown; left as is \
-                         (Harbor raises disable to require under IAM auth)",
-                        c.name
-                    ));
-                }
+    if let Some(iam) = component.iam_env_names() {
+        for c in spec.containers.iter_mut() {
+            set_iam_env(c, iam, &region, &mut notes);
+            if let Some(name) = component.sslmode_env() {
+                raise_sslmode(c, name, ns, facts, &mut notes);
             }
         }
     }
     let init = spec.init_containers.iter_mut().flatten();
     for c in spec.containers.iter_mut().chain(init) {
-        let may_carry = has_env_from_secret(c);
-        for name in component.password_envs() {
-            for done in blank_env(c, name, may_carry) {
-                blanked_names.push(*name);
-                if let Blanked::Dropped(origin) = done {
-                    warnings.push(format!(
-                        "container {}: {name} no longer takes {origin}; RDS IAM auth replaces the static password",
-                        c.name
-                    ));
-                }
-            }
-        }
+        blank_secrets(c, component.password_envs(), &mut notes);
     }
 
-    let sa = config.service_account_for(component);
-    let old_sa = spec.service_account_name.replace(sa.to_owned());
+    // The ServiceAccount, and what IRSA needs of it.
+    let old_sa = spec
+        .service_account_name
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let configured = config.service_account_for(component);
+    let irsa = config.identity_mode == IdentityMode::Irsa;
+    let keep_own = irsa
+        && !config.force_service_account
+        && old_sa != configured
+        && facts.role_arn(ns, &old_sa).is_some();
+    let sa = if keep_own {
+        old_sa.clone()
+    } else {
+        configured.to_owned()
+    };
+    spec.service_account_name = Some(sa.clone());
     if spec.service_account.is_some() {
-        spec.service_account = Some(sa.to_owned());
+        spec.service_account = Some(sa.clone());
+    }
+    if keep_own {
+        notes.audit.insert(
+            "service-account".into(),
+            format!("{sa} (kept: it has a role)"),
+        );
+    } else if old_sa != sa {
+        notes
+            .audit
+            .insert("service-account".into(), format!("{old_sa} -> {sa}"));
+    }
+    if irsa {
+        let role = check_role(&who, ns, &sa, facts, config, &mut notes)?;
+        if let Some((role, annotations)) = role {
+            if identity::pod_opted_out(&out) {
+                notes
+                    .audit
+                    .insert("web-identity".into(), "skipped (pod label)".into());
+            } else if config.inject_web_identity {
+                let wi = WebIdentity::resolve(
+                    &out,
+                    role,
+                    annotations,
+                    config.regional_sts,
+                    config.token_expiration,
+                    &region,
+                );
+                if old_sa != sa {
+                    replace_stale_role(&mut out, facts.role_arn(ns, &old_sa), role, &mut notes);
+                }
+                let changed = identity::inject(&mut out, &wi);
+                notes.audit.insert(
+                    "web-identity".into(),
+                    if changed.is_empty() {
+                        "present".into()
+                    } else {
+                        format!("injected into {}", changed.join(","))
+                    },
+                );
+            }
+        }
     }
     out.metadata
         .annotations
         .get_or_insert_with(Default::default)
         .insert(STATUS_ANNOTATION.into(), STATUS_INJECTED.into());
 
-    let mut audit = BTreeMap::from([("component".to_string(), component.to_string())]);
-    if old_sa.as_deref() != Some(sa) {
-        audit.insert(
-            "service-account".into(),
-            format!("{} -> {sa}", old_sa.as_deref().unwrap_or("<none>")),
-        );
-    }
-    let mut put = |key: &str, mut names: Vec<&str>| {
+    let Notes {
+        warnings,
+        mut set,
+        mut blanked,
+        sslmode,
+        mut audit,
+    } = notes;
+    audit.insert("component".into(), component.to_string());
+    for (key, names) in [("env-set", &mut set), ("env-blanked", &mut blanked)] {
         names.sort_unstable();
         names.dedup();
         if !names.is_empty() {
             audit.insert(key.into(), names.join(","));
         }
-    };
-    put("env-set", set_names);
-    put("env-blanked", blanked_names);
-    if !sslmode_audit.is_empty() {
-        audit.insert("sslmode".into(), sslmode_audit.join(","));
+    }
+    if !sslmode.is_empty() {
+        audit.insert("sslmode".into(), sslmode.join(","));
     }
     Ok(Mutation {
         pod: out,
@@ -395,6 +473,184 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
         warnings,
         audit,
     })
+}
+
+/// A literal `POSTGRESQL_URL` with a password is refused; one from elsewhere is warned about.
+fn check_database_urls(
+    pod: &Pod,
+    who: &str,
+    ns: Option<&str>,
+    facts: &Facts,
+    notes: &mut Notes,
+) -> Result<(), MutateError> {
+    for c in all_containers(pod) {
+        if let Some(e) = last_entry(c, POSTGRESQL_URL) {
+            match &e.value_from {
+                None if e.value.as_deref().is_some_and(url_has_password) => {
+                    return Err(MutateError::PasswordInUrl {
+                        pod: who.to_owned(),
+                        container: c.name.clone(),
+                    });
+                }
+                None => {}
+                Some(src) => notes.warnings.push(format!(
+                    "container {}: POSTGRESQL_URL comes from {}; make sure it holds no password",
+                    c.name,
+                    env::describe_source(src)
+                )),
+            }
+        } else if let Some(cm) = url_config_map(c, ns, facts) {
+            notes.warnings.push(format!(
+                "container {}: POSTGRESQL_URL comes from ConfigMap {cm}; make sure it holds no password",
+                c.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn set_iam_env(
+    c: &mut Container,
+    (use_iam, region_env): (&'static str, &'static str),
+    region: &str,
+    notes: &mut Notes,
+) {
+    for (name, value, same) in [
+        (use_iam, "true", &is_true as &dyn Fn(&str) -> bool),
+        (region_env, region, &|v: &str| v == region),
+        (IAM_FEATURE_GATE, "true", &is_true),
+    ] {
+        match set_env(c, name, value, same) {
+            SetEnv::Kept => {}
+            SetEnv::Added => notes.set.push(name),
+            SetEnv::Replaced { was } => {
+                notes.set.push(name);
+                notes.warnings.push(format!(
+                    "container {}: {name} was {}; set to {value:?}",
+                    c.name,
+                    shown_previous(&was)
+                ));
+            }
+        }
+    }
+}
+
+fn raise_sslmode(
+    c: &mut Container,
+    name: &'static str,
+    ns: Option<&str>,
+    facts: &Facts,
+    notes: &mut Notes,
+) {
+    match ensure_sslmode(c, name, ns, facts) {
+        Sslmode::Kept(v) => notes.sslmode.push(format!("{}={v}", c.name)),
+        Sslmode::Raised { was, from } => {
+            notes.sslmode.push(format!("{}=require", c.name));
+            if let (Some(was), Some(from)) = (was, from) {
+                notes.warnings.push(format!(
+                    "container {}: {name} was {} (from {from}); set to \"require\"",
+                    c.name,
+                    shown(&was)
+                ));
+            }
+        }
+        Sslmode::Unknown { from } => {
+            notes.sslmode.push(format!("{}=unknown", c.name));
+            notes.warnings.push(format!(
+                "container {}: {name} comes from {from}, which the webhook was not shown; left as is \
+                 (Harbor raises disable to require under IAM auth)",
+                c.name
+            ));
+        }
+    }
+}
+
+fn blank_secrets(c: &mut Container, names: &[&'static str], notes: &mut Notes) {
+    let may_carry = has_env_from_secret(c);
+    for name in names {
+        for done in blank_env(c, name, may_carry) {
+            notes.blanked.push(name);
+            if let Blanked::Dropped(origin) = done {
+                notes.warnings.push(format!(
+                    "container {}: {name} no longer takes {origin}; IAM credentials replace the static secret",
+                    c.name
+                ));
+            }
+        }
+    }
+}
+
+/// A role ARN and the annotations of the ServiceAccount that carries it.
+type RoleOf<'f> = (&'f str, &'f BTreeMap<String, String>);
+
+/// IRSA: the ServiceAccount must exist and carry a role. Returns the role and the account's
+/// annotations when known; denies or warns (per `--on-missing-role`) otherwise.
+fn check_role<'f>(
+    who: &str,
+    ns: Option<&str>,
+    sa: &str,
+    facts: &'f Facts,
+    config: &MutateConfig,
+    notes: &mut Notes,
+) -> Result<Option<RoleOf<'f>>, MutateError> {
+    let namespace = ns.unwrap_or("default").to_owned();
+    let fact = facts.service_account(ns, sa);
+    let problem = match fact {
+        SaFact::Exists(a) => match a.get(EKS_ROLE_ARN_ANNOTATION).filter(|r| !r.is_empty()) {
+            Some(role) => return Ok(Some((role.as_str(), a))),
+            None => MutateError::MissingRole {
+                pod: who.to_owned(),
+                namespace,
+                account: sa.to_owned(),
+            },
+        },
+        SaFact::Missing => MutateError::MissingServiceAccount {
+            pod: who.to_owned(),
+            namespace,
+            account: sa.to_owned(),
+        },
+        SaFact::Unknown => {
+            notes.warnings.push(format!(
+                "ServiceAccount {namespace}/{sa} could not be checked (no cluster facts): make sure it exists and \
+                 carries {EKS_ROLE_ARN_ANNOTATION}; web identity not injected"
+            ));
+            return Ok(None);
+        }
+    };
+    match config.on_missing_role {
+        OnMissingRole::Deny => Err(problem),
+        OnMissingRole::Warn => {
+            notes.warnings.push(problem.to_string());
+            Ok(None)
+        }
+    }
+}
+
+/// After a ServiceAccount change, an `AWS_ROLE_ARN` that an earlier webhook injected for the
+/// old account would pair the new account's token with the old role: point it at the new role.
+/// A value that is not the old account's role is the pod's own and stays.
+fn replace_stale_role(pod: &mut Pod, old_role: Option<&str>, role: &str, notes: &mut Notes) {
+    let Some(old_role) = old_role.filter(|r| *r != role) else {
+        return;
+    };
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    let init = spec.init_containers.iter_mut().flatten();
+    for c in spec.containers.iter_mut().chain(init) {
+        for e in c.env.iter_mut().flatten() {
+            if e.name == AWS_ROLE_ARN
+                && e.value_from.is_none()
+                && e.value.as_deref() == Some(old_role)
+            {
+                e.value = Some(role.to_owned());
+                notes.warnings.push(format!(
+                    "container {}: AWS_ROLE_ARN pointed at the previous ServiceAccount's role; set to the new one",
+                    c.name
+                ));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

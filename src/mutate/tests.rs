@@ -366,7 +366,7 @@ fn images_warn_or_skip_when_strict() {
     assert_eq!(m.pod, pod);
 
     let capable = core_pod(vec![mk_container("core", vec![], None)]);
-    let m = mutate(&capable, &strict, &Facts::default()).unwrap();
+    let m = mutate(&capable, &strict, &irsa_facts()).unwrap();
     assert_eq!(m.outcome, Outcome::Applied(Component::Core));
     assert!(m.warnings.is_empty(), "{:?}", m.warnings);
 }
@@ -523,4 +523,307 @@ fn url_from_a_known_config_map_is_warned_about() {
     assert!(m.warnings.iter().all(|w| !w.contains("pw@")));
     let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
     assert!(m.warnings.iter().all(|w| !w.contains("POSTGRESQL_URL")));
+}
+
+// --- Identity (cluster-aware rules).
+
+const ROLE: &str = "arn:aws:iam::111122223333:role/harbor-rds";
+
+fn sa(name: &str, annotations: &[(&str, &str)]) -> k8s_openapi::api::core::v1::ServiceAccount {
+    k8s_openapi::api::core::v1::ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("harbor".into()),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn irsa_facts() -> Facts {
+    let mut f = Facts::default();
+    f.add_service_account(sa("harbor-sa", &[(consts::EKS_ROLE_ARN_ANNOTATION, ROLE)]));
+    f.add_service_account(sa("default", &[]));
+    f.set_service_accounts_complete(true);
+    f
+}
+
+fn names(pod: &Pod, container: &str) -> Vec<String> {
+    env_of(pod, container)
+        .iter()
+        .map(|e| e.name.clone())
+        .collect()
+}
+
+#[test]
+fn irsa_injects_web_identity_for_the_role() {
+    let pod = core_pod(vec![mk_container("core", vec![], Some("harbor-core"))]);
+    let m = mutate(&pod, &cfg(), &irsa_facts()).unwrap();
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    assert_eq!(value(&m.pod, "core", "AWS_ROLE_ARN"), Some(ROLE));
+    assert_eq!(value(&m.pod, "core", "AWS_REGION"), Some("eu-west-1"));
+    assert_eq!(
+        value(&m.pod, "core", "AWS_DEFAULT_REGION"),
+        Some("eu-west-1")
+    );
+    assert_eq!(
+        value(&m.pod, "core", "AWS_WEB_IDENTITY_TOKEN_FILE"),
+        Some("/var/run/secrets/eks.amazonaws.com/serviceaccount/token")
+    );
+    let spec = m.pod.spec.as_ref().unwrap();
+    assert!(
+        spec.volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|v| v.name == "aws-iam-token")
+    );
+    assert_eq!(m.audit["web-identity"], "injected into core");
+    // Idempotent, and the EKS webhook applied afterwards would find everything in place.
+    let again = mutate(&m.pod, &cfg(), &irsa_facts()).unwrap();
+    assert_eq!(again.pod, m.pod);
+    assert_eq!(again.audit["web-identity"], "present");
+}
+
+#[test]
+fn missing_service_account_or_role_is_denied_with_the_fix() {
+    let pod = core_pod(vec![mk_container("core", vec![], None)]);
+    let mut no_sa = Facts::default();
+    no_sa.set_service_accounts_complete(true);
+    let err = mutate(&pod, &cfg(), &no_sa).unwrap_err();
+    assert!(matches!(err, MutateError::MissingServiceAccount { .. }));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("kubectl -n harbor create serviceaccount harbor-sa"),
+        "{msg}"
+    );
+
+    let mut no_role = Facts::default();
+    no_role.add_service_account(sa("harbor-sa", &[]));
+    let err = mutate(&pod, &cfg(), &no_role).unwrap_err();
+    assert!(matches!(err, MutateError::MissingRole { .. }));
+    assert!(
+        err.to_string()
+            .contains("annotate serviceaccount harbor-sa eks.amazonaws.com/role-arn=")
+    );
+
+    let warn = MutateConfig {
+        on_missing_role: OnMissingRole::Warn,
+        ..cfg()
+    };
+    let m = mutate(&pod, &warn, &no_role).unwrap();
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("has no eks.amazonaws.com/role-arn")),
+        "{:?}",
+        m.warnings
+    );
+    assert_eq!(
+        value(&m.pod, "core", "AWS_ROLE_ARN"),
+        None,
+        "no role, no injection"
+    );
+    assert_eq!(
+        value(&m.pod, "core", "POSTGRESQL_USE_IAM_AUTH"),
+        Some("true")
+    );
+}
+
+#[test]
+fn pod_identity_mode_checks_and_injects_nothing() {
+    let pod = core_pod(vec![mk_container("core", vec![], None)]);
+    let config = MutateConfig {
+        identity_mode: IdentityMode::PodIdentity,
+        ..cfg()
+    };
+    let m = mutate(&pod, &config, &Facts::default()).unwrap();
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    assert_eq!(value(&m.pod, "core", "AWS_ROLE_ARN"), None);
+    assert_eq!(
+        m.pod.spec.as_ref().unwrap().service_account_name.as_deref(),
+        Some("harbor-sa")
+    );
+}
+
+#[test]
+fn own_service_account_with_a_role_is_kept_unless_forced() {
+    let mut pod = core_pod(vec![mk_container("core", vec![], None)]);
+    pod.spec.as_mut().unwrap().service_account_name = Some("harbor-core".into());
+    let mut facts = irsa_facts();
+    facts.add_service_account(sa(
+        "harbor-core",
+        &[(consts::EKS_ROLE_ARN_ANNOTATION, "arn:aws:iam::1:role/core")],
+    ));
+    let m = mutate(&pod, &cfg(), &facts).unwrap();
+    assert_eq!(
+        m.pod.spec.as_ref().unwrap().service_account_name.as_deref(),
+        Some("harbor-core")
+    );
+    assert_eq!(
+        value(&m.pod, "core", "AWS_ROLE_ARN"),
+        Some("arn:aws:iam::1:role/core")
+    );
+
+    let forced = MutateConfig {
+        force_service_account: true,
+        ..cfg()
+    };
+    let m = mutate(&pod, &forced, &facts).unwrap();
+    assert_eq!(
+        m.pod.spec.as_ref().unwrap().service_account_name.as_deref(),
+        Some("harbor-sa")
+    );
+    assert_eq!(value(&m.pod, "core", "AWS_ROLE_ARN"), Some(ROLE));
+}
+
+#[test]
+fn a_role_injected_for_the_previous_account_is_repointed() {
+    // The EKS webhook ran first, for the pod's original account.
+    let mut pod = core_pod(vec![mk_container(
+        "core",
+        vec![lit("AWS_ROLE_ARN", "arn:aws:iam::1:role/core")],
+        None,
+    )]);
+    pod.spec.as_mut().unwrap().service_account_name = Some("harbor-core".into());
+    let mut facts = irsa_facts();
+    facts.add_service_account(sa(
+        "harbor-core",
+        &[(consts::EKS_ROLE_ARN_ANNOTATION, "arn:aws:iam::1:role/core")],
+    ));
+    let forced = MutateConfig {
+        force_service_account: true,
+        ..cfg()
+    };
+    let m = mutate(&pod, &forced, &facts).unwrap();
+    assert_eq!(value(&m.pod, "core", "AWS_ROLE_ARN"), Some(ROLE));
+    // A value of the pod's own making stays.
+    let mut own = core_pod(vec![mk_container(
+        "core",
+        vec![lit("AWS_ROLE_ARN", "arn:aws:iam::9:role/mine")],
+        None,
+    )]);
+    own.spec.as_mut().unwrap().service_account_name = Some("harbor-core".into());
+    let m = mutate(&own, &forced, &facts).unwrap();
+    assert_eq!(
+        value(&m.pod, "core", "AWS_ROLE_ARN"),
+        Some("arn:aws:iam::9:role/mine")
+    );
+}
+
+#[test]
+fn skip_label_means_no_web_identity() {
+    let mut pod = core_pod(vec![mk_container("core", vec![], None)]);
+    pod.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert(consts::EKS_SKIP_POD_LABEL.into(), "true".into());
+    let m = mutate(&pod, &cfg(), &irsa_facts()).unwrap();
+    assert!(!names(&m.pod, "core").contains(&"AWS_ROLE_ARN".to_string()));
+    assert_eq!(
+        value(&m.pod, "core", "POSTGRESQL_USE_IAM_AUTH"),
+        Some("true")
+    );
+}
+
+#[test]
+fn registry_s3_keys_only_with_the_opt_in() {
+    let registry = || {
+        mk_pod(
+            &[("app", "harbor"), ("component", "registry")],
+            vec![
+                mk_container("registry", vec![], Some("harbor-registry")),
+                mk_container(
+                    "registryctl",
+                    vec![secret("REGISTRY_STORAGE_S3_SECRETKEY", "s3", "secret")],
+                    Some("harbor-registry"),
+                ),
+            ],
+        )
+    };
+    let m = mutate(&registry(), &cfg(), &irsa_facts()).unwrap();
+    assert_eq!(
+        m.outcome,
+        Outcome::Skipped(Skip::NoDatabase(Some("registry".into())))
+    );
+    let opted = MutateConfig {
+        registry_s3_irsa: true,
+        ..cfg()
+    };
+    let m = mutate(&registry(), &opted, &irsa_facts()).unwrap();
+    assert_eq!(m.outcome, Outcome::Applied(Component::Registry));
+    for c in ["registry", "registryctl"] {
+        assert_eq!(value(&m.pod, c, "REGISTRY_STORAGE_S3_ACCESSKEY"), Some(""));
+        assert_eq!(value(&m.pod, c, "REGISTRY_STORAGE_S3_SECRETKEY"), Some(""));
+        assert_eq!(value(&m.pod, c, "AWS_ROLE_ARN"), Some(ROLE));
+        assert_eq!(value(&m.pod, c, "POSTGRESQL_USE_IAM_AUTH"), None);
+        assert_eq!(value(&m.pod, c, "POSTGRESQL_PASSWORD"), None);
+    }
+    assert_eq!(
+        m.pod.spec.as_ref().unwrap().service_account_name.as_deref(),
+        Some("harbor-sa")
+    );
+}
+
+#[test]
+fn validate_refuses_static_secrets_even_when_opted_out() {
+    let mut pod = core_pod(vec![mk_container("core", vec![], Some("harbor-core"))]);
+    pod.metadata.annotations = Some(
+        [(
+            consts::INJECT_ANNOTATION.to_string(),
+            "disabled".to_string(),
+        )]
+        .into(),
+    );
+    let err = validate(&pod, &cfg()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("container core may get POSTGRESQL_PASSWORD through envFrom"),
+        "{err}"
+    );
+    let mutated = mutate(
+        &core_pod(vec![mk_container("core", vec![], Some("harbor-core"))]),
+        &cfg(),
+        &irsa_facts(),
+    )
+    .unwrap();
+    assert_eq!(validate(&mutated.pod, &cfg()), Ok(()));
+
+    let literal = core_pod(vec![mk_container(
+        "core",
+        vec![lit("POSTGRESQL_PASSWORD", "hunter2")],
+        None,
+    )]);
+    let err = validate(&literal, &cfg()).unwrap_err().to_string();
+    assert!(
+        err.contains("gets POSTGRESQL_PASSWORD from a literal value") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let url = core_pod(vec![mk_container(
+        "core",
+        vec![lit("POSTGRESQL_URL", "postgres://u:p@h/d")],
+        None,
+    )]);
+    assert!(
+        validate(&url, &cfg())
+            .unwrap_err()
+            .to_string()
+            .contains("POSTGRESQL_URL")
+    );
+    let web = mk_pod(
+        &[("app", "web")],
+        vec![mk_container(
+            "c",
+            vec![lit("POSTGRESQL_PASSWORD", "x")],
+            None,
+        )],
+    );
+    assert_eq!(validate(&web, &cfg()), Ok(()));
 }
