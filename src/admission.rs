@@ -209,29 +209,154 @@ fn describe_parse_error(err: &serde_path_to_error::Error<serde_json::Error>) -> 
     }
 }
 
-/// Decide about one pod object (`object` is its JSON). `namespace` is the request's namespace,
-/// used when the object carries none (pods are often created without it).
-pub fn evaluate(
-    object: &str,
-    namespace: Option<&str>,
-    config: &MutateConfig,
-    facts: &Facts,
-) -> Evaluation {
-    // 1. Raw labels first, leniently: only Harbor DB pods are parsed into the typed model.
+/// What a pod refers to that cluster facts can answer: its namespace, the ServiceAccounts the
+/// decision depends on and the ConfigMaps its containers read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub namespace: Option<String>,
+    pub service_accounts: Vec<String>,
+    pub config_maps: Vec<String>,
+}
+
+/// A Harbor pod that passed the raw-label check and parsed: waiting for facts.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pod: Pod,
+    component: Component,
+    needs: Needs,
+}
+
+/// The first phase of deciding about a pod: either already decided, or a candidate that
+/// needs facts.
+#[derive(Debug)]
+pub enum Begin {
+    Done(Evaluation),
+    Candidate(Box<Candidate>),
+}
+
+impl Candidate {
+    pub fn needs(&self) -> &Needs {
+        &self.needs
+    }
+
+    /// Apply the engine with `facts`; pure.
+    pub fn finish(self, config: &MutateConfig, facts: &Facts) -> Evaluation {
+        let Candidate { pod, component, .. } = self;
+        let mutation = match mutate::mutate(&pod, config, facts) {
+            Ok(m) => m,
+            Err(err) => {
+                return Evaluation {
+                    decision: Decision::Denied,
+                    component: Some(component),
+                    reason: "denied",
+                    patch: json_patch::Patch(vec![]),
+                    warnings: vec![],
+                    audit: BTreeMap::from([("component".into(), component.to_string())]),
+                    denial: Some(err.to_string()),
+                };
+            }
+        };
+        let warnings = mutation
+            .warnings
+            .iter()
+            .map(|w| format!("{WARNING_PREFIX}{w}"))
+            .collect();
+        if let Outcome::Skipped(skip) = &mutation.outcome {
+            let reason = match skip {
+                Skip::ImageNotIamCapable(_) => "strict-images",
+                Skip::NotHarbor => "not-harbor",
+                Skip::NoDatabase(_) => "no-database",
+                Skip::OptedOut(_) => "opted-out",
+            };
+            return Evaluation::skipped(reason, mutation.outcome.component(), warnings);
+        }
+        // Typed before vs typed after: fields our model does not know are in neither side and
+        // never touched.
+        let before = serde_json::to_value(&pod).expect("a typed Pod always serialises");
+        let after = serde_json::to_value(&mutation.pod).expect("a typed Pod always serialises");
+        let patch = json_patch::diff(&before, &after);
+        let mut audit = mutation.audit;
+        let decision = if patch.0.is_empty() {
+            Decision::Unchanged
+        } else {
+            Decision::Mutated
+        };
+        audit.insert("decision".into(), decision.as_str().into());
+        Evaluation {
+            decision,
+            component: Some(component),
+            reason: "applied",
+            patch,
+            warnings,
+            audit,
+            denial: None,
+        }
+    }
+}
+
+fn needs_of(pod: &Pod, component: Component, config: &MutateConfig) -> Needs {
+    let mut service_accounts = vec![config.service_account_for(component).to_owned()];
+    let own = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .filter(|s| !s.is_empty());
+    service_accounts.push(own.unwrap_or_else(|| "default".into()));
+    let mut config_maps = Vec::new();
+    for spec in pod.spec.iter() {
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+        {
+            config_maps.extend(
+                c.env_from
+                    .iter()
+                    .flatten()
+                    .filter_map(|s| s.config_map_ref.as_ref().map(|r| r.name.clone())),
+            );
+            config_maps.extend(c.env.iter().flatten().filter_map(|e| {
+                e.value_from
+                    .as_ref()?
+                    .config_map_key_ref
+                    .as_ref()
+                    .map(|r| r.name.clone())
+            }));
+        }
+    }
+    service_accounts.sort();
+    service_accounts.dedup();
+    config_maps.sort();
+    config_maps.dedup();
+    Needs {
+        namespace: pod.metadata.namespace.clone(),
+        service_accounts,
+        config_maps,
+    }
+}
+
+/// Phase one for one pod object (`object` is its JSON): raw labels first, then the typed pod.
+/// `namespace` is the request's, used when the object carries none.
+pub fn begin(object: &str, namespace: Option<&str>, config: &MutateConfig) -> Begin {
+    // 1. Raw labels, leniently: only target pods are parsed into the typed model.
     let head: PodHead = serde_json::from_str(object).unwrap_or_default();
-    let target = config.selector.classify_maps(
+    let target = config.target(
         head.metadata.labels.as_ref(),
         head.metadata.annotations.as_ref(),
     );
     let component = match target {
-        Target::NotHarbor => return Evaluation::skipped("not-harbor", None, vec![]),
-        Target::OtherComponent(_) => return Evaluation::skipped("no-database", None, vec![]),
-        Target::OptedOut(c) => return Evaluation::skipped("opted-out", Some(c), vec![]),
+        Target::NotHarbor => return Begin::Done(Evaluation::skipped("not-harbor", None, vec![])),
+        Target::OtherComponent(_) => {
+            return Begin::Done(Evaluation::skipped("no-database", None, vec![]));
+        }
+        Target::OptedOut(c) => {
+            return Begin::Done(Evaluation::skipped("opted-out", Some(c), vec![]));
+        }
         Target::Mutate(c) => c,
     };
-
-    // 2. The typed pod. If it can't be read, the API server's own validation will say why;
-    //    a webhook error here would hide that message.
+    // 2. The typed pod. If it can't be read, the API server's own validation will say why; a
+    //    webhook error here would hide that message.
     let de = &mut serde_json::Deserializer::from_str(object);
     let mut pod: Pod = match serde_path_to_error::deserialize(de) {
         Ok(p) => p,
@@ -245,73 +370,42 @@ pub fn evaluate(
                 "{WARNING_PREFIX}pod {name} ({component}) left unchanged: {}",
                 describe_parse_error(&err)
             );
-            return Evaluation::skipped("unreadable", Some(component), vec![warning]);
+            return Begin::Done(Evaluation::skipped(
+                "unreadable",
+                Some(component),
+                vec![warning],
+            ));
         }
     };
     if pod.metadata.namespace.as_deref().unwrap_or("").is_empty() {
         pod.metadata.namespace = namespace.map(str::to_owned);
     }
+    let needs = needs_of(&pod, component, config);
+    Begin::Candidate(Box::new(Candidate {
+        pod,
+        component,
+        needs,
+    }))
+}
 
-    // 3. The engine, then the patch: typed before vs typed after, so fields our model does not
-    //    know are in neither side and never touched.
-    let mutation = match mutate::mutate(&pod, config, facts) {
-        Ok(m) => m,
-        Err(err) => {
-            return Evaluation {
-                decision: Decision::Denied,
-                component: Some(component),
-                reason: "denied",
-                patch: json_patch::Patch(vec![]),
-                warnings: vec![],
-                audit: BTreeMap::from([("component".into(), component.to_string())]),
-                denial: Some(err.to_string()),
-            };
-        }
-    };
-    let warnings = mutation
-        .warnings
-        .iter()
-        .map(|w| format!("{WARNING_PREFIX}{w}"))
-        .collect();
-    if let Outcome::Skipped(skip) = &mutation.outcome {
-        let reason = match skip {
-            Skip::ImageNotIamCapable(_) => "strict-images",
-            Skip::NotHarbor => "not-harbor",
-            Skip::NoDatabase(_) => "no-database",
-            Skip::OptedOut(_) => "opted-out",
-        };
-        return Evaluation::skipped(reason, mutation.outcome.component(), warnings);
-    }
-    let before = serde_json::to_value(&pod).expect("a typed Pod always serialises");
-    let after = serde_json::to_value(&mutation.pod).expect("a typed Pod always serialises");
-    let patch = json_patch::diff(&before, &after);
-    let mut audit = mutation.audit;
-    let decision = if patch.0.is_empty() {
-        Decision::Unchanged
-    } else {
-        Decision::Mutated
-    };
-    audit.insert("decision".into(), decision.as_str().into());
-    Evaluation {
-        decision,
-        component: Some(component),
-        reason: "applied",
-        patch,
-        warnings,
-        audit,
-        denial: None,
+/// Decide about one pod object with the facts at hand (both phases).
+pub fn evaluate(
+    object: &str,
+    namespace: Option<&str>,
+    config: &MutateConfig,
+    facts: &Facts,
+) -> Evaluation {
+    match begin(object, namespace, config) {
+        Begin::Done(e) => e,
+        Begin::Candidate(c) => c.finish(config, facts),
     }
 }
 
 fn invalid(uid: String, message: String) -> Response {
     Response {
-        uid,
         allowed: false,
         status: Some(Status { code: 400, message }),
-        patch: None,
-        patch_type: None,
-        warnings: vec![],
-        audit_annotations: BTreeMap::new(),
+        ..allowed(uid)
     }
 }
 
@@ -327,12 +421,71 @@ fn allowed(uid: String) -> Response {
     }
 }
 
-/// Answer one AdmissionReview body.
-pub fn review(
-    body: &[u8],
-    config: &MutateConfig,
-    facts: &Facts,
-) -> Result<(ReviewOut, Summary), ReviewError> {
+fn wrap(response: Response) -> ReviewOut {
+    ReviewOut {
+        api_version: API_VERSION,
+        kind: KIND,
+        response,
+    }
+}
+
+/// A review whose pod is a candidate: finish it once the facts are known.
+#[derive(Debug)]
+pub struct PendingReview {
+    uid: String,
+    summary: Summary,
+    candidate: Box<Candidate>,
+}
+
+impl PendingReview {
+    pub fn needs(&self) -> &Needs {
+        self.candidate.needs()
+    }
+
+    pub fn finish(self, config: &MutateConfig, facts: &Facts) -> (ReviewOut, Summary) {
+        let eval = self.candidate.finish(config, facts);
+        answer(self.uid, self.summary, eval)
+    }
+}
+
+/// Phase one of a review: answered already, or waiting for facts.
+#[derive(Debug)]
+pub enum ReviewStep {
+    Answered(ReviewOut, Summary),
+    Pending(PendingReview),
+}
+
+fn answer(uid: String, mut summary: Summary, eval: Evaluation) -> (ReviewOut, Summary) {
+    summary.component = eval.component;
+    summary.reason = eval.reason;
+    summary.decision = Some(eval.decision);
+    summary.patch_ops = eval.patch.0.len();
+    let mut response = allowed(uid);
+    response.warnings = eval.warnings;
+    response.audit_annotations = eval.audit;
+    if let Some(message) = eval.denial {
+        response.allowed = false;
+        response.status = Some(Status { code: 403, message });
+    } else if !eval.patch.0.is_empty() {
+        let bytes = serde_json::to_vec(&eval.patch).expect("a JSON Patch always serialises");
+        response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+        response.patch_type = Some("JSONPatch".into());
+    }
+    (wrap(response), summary)
+}
+
+/// A pod CREATE review parsed: the uid, the log summary so far, the object.
+enum Parsed<'a> {
+    Answered(ReviewOut, Summary),
+    PodCreate {
+        uid: String,
+        summary: Summary,
+        namespace: Option<String>,
+        object: &'a str,
+    },
+}
+
+fn parse(body: &[u8]) -> Result<Parsed<'_>, ReviewError> {
     // Errors name the field and position, never the offending value (it could be a secret).
     let de = &mut serde_json::Deserializer::from_slice(body);
     let parsed: ReviewIn = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -351,18 +504,13 @@ pub fn review(
     if api_version != API_VERSION || kind != KIND {
         return Err(ReviewError::WrongVersion { api_version, kind });
     }
-    let wrap = |response| ReviewOut {
-        api_version: API_VERSION,
-        kind: KIND,
-        response,
-    };
     let Some(req) = parsed.request else {
         let summary = Summary {
             decision: Some(Decision::Invalid),
             reason: "no-request",
             ..Default::default()
         };
-        return Ok((
+        return Ok(Parsed::Answered(
             wrap(invalid(
                 String::new(),
                 "AdmissionReview has no request".into(),
@@ -384,12 +532,12 @@ pub fn review(
     {
         summary.decision = Some(Decision::Skipped);
         summary.reason = "not-a-pod-create";
-        return Ok((wrap(allowed(req.uid)), summary));
+        return Ok(Parsed::Answered(wrap(allowed(req.uid)), summary));
     }
     let Some(object) = req.object else {
         summary.decision = Some(Decision::Invalid);
         summary.reason = "no-object";
-        return Ok((
+        return Ok(Parsed::Answered(
             wrap(invalid(req.uid, "pod CREATE review has no object".into())),
             summary,
         ));
@@ -402,23 +550,100 @@ pub fn review(
             .or(head.metadata.generate_name)
             .unwrap_or_default();
     }
-    let eval = evaluate(object.get(), req.namespace.as_deref(), config, facts);
-    summary.component = eval.component;
-    summary.reason = eval.reason;
-    summary.decision = Some(eval.decision);
-    summary.patch_ops = eval.patch.0.len();
-    let mut response = allowed(req.uid);
-    response.warnings = eval.warnings;
-    response.audit_annotations = eval.audit;
-    if let Some(message) = eval.denial {
-        response.allowed = false;
-        response.status = Some(Status { code: 403, message });
-    } else if !eval.patch.0.is_empty() {
-        let bytes = serde_json::to_vec(&eval.patch).expect("a JSON Patch always serialises");
-        response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
-        response.patch_type = Some("JSONPatch".into());
+    Ok(Parsed::PodCreate {
+        uid: req.uid,
+        summary,
+        namespace: req.namespace,
+        object: object.get(),
+    })
+}
+
+/// Phase one of answering a mutating review body.
+pub fn start(body: &[u8], config: &MutateConfig) -> Result<ReviewStep, ReviewError> {
+    let (uid, summary, namespace, object) = match parse(body)? {
+        Parsed::Answered(out, s) => return Ok(ReviewStep::Answered(out, s)),
+        Parsed::PodCreate {
+            uid,
+            summary,
+            namespace,
+            object,
+        } => (uid, summary, namespace, object),
+    };
+    Ok(match begin(object, namespace.as_deref(), config) {
+        Begin::Done(eval) => {
+            let (out, s) = answer(uid, summary, eval);
+            ReviewStep::Answered(out, s)
+        }
+        Begin::Candidate(candidate) => ReviewStep::Pending(PendingReview {
+            uid,
+            summary,
+            candidate,
+        }),
+    })
+}
+
+/// Answer one mutating AdmissionReview body with the facts at hand.
+pub fn review(
+    body: &[u8],
+    config: &MutateConfig,
+    facts: &Facts,
+) -> Result<(ReviewOut, Summary), ReviewError> {
+    Ok(match start(body, config)? {
+        ReviewStep::Answered(out, s) => (out, s),
+        ReviewStep::Pending(p) => p.finish(config, facts),
+    })
+}
+
+/// Answer one validating AdmissionReview body: refuse a Harbor pod that would still receive a
+/// static secret. Needs no facts.
+pub fn validate_review(
+    body: &[u8],
+    config: &MutateConfig,
+) -> Result<(ReviewOut, Summary), ReviewError> {
+    let (uid, mut summary, namespace, object) = match parse(body)? {
+        Parsed::Answered(out, s) => return Ok((out, s)),
+        Parsed::PodCreate {
+            uid,
+            summary,
+            namespace,
+            object,
+        } => (uid, summary, namespace, object),
+    };
+    let head: PodHead = serde_json::from_str(object).unwrap_or_default();
+    let target = config.target(head.metadata.labels.as_ref(), None);
+    let Target::Mutate(component) = target else {
+        summary.decision = Some(Decision::Skipped);
+        summary.reason = "not-a-target";
+        return Ok((wrap(allowed(uid)), summary));
+    };
+    summary.component = Some(component);
+    let Ok(mut pod) = serde_json::from_str::<Pod>(object) else {
+        // The API server's own validation reports an unreadable pod.
+        summary.decision = Some(Decision::Skipped);
+        summary.reason = "unreadable";
+        return Ok((wrap(allowed(uid)), summary));
+    };
+    if pod.metadata.namespace.as_deref().unwrap_or("").is_empty() {
+        pod.metadata.namespace = namespace;
     }
-    Ok((wrap(response), summary))
+    Ok(match mutate::validate(&pod, config) {
+        Ok(()) => {
+            summary.decision = Some(Decision::Unchanged);
+            summary.reason = "no-static-secret";
+            (wrap(allowed(uid)), summary)
+        }
+        Err(violation) => {
+            summary.decision = Some(Decision::Denied);
+            summary.reason = "static-secret";
+            let mut response = allowed(uid);
+            response.allowed = false;
+            response.status = Some(Status {
+                code: 403,
+                message: violation.to_string(),
+            });
+            (wrap(response), summary)
+        }
+    })
 }
 
 #[cfg(test)]
@@ -648,5 +873,64 @@ mod tests {
         )
         .unwrap();
         assert!(!out.response.allowed);
+    }
+
+    #[test]
+    fn candidates_say_what_facts_they_need() {
+        let mut pod = core_pod();
+        pod["metadata"]["namespace"] = json!("harbor");
+        pod["spec"]["serviceAccountName"] = json!("harbor-core");
+        pod["spec"]["containers"][0]["envFrom"] =
+            json!([{"configMapRef": {"name": "harbor-core"}}, {"secretRef": {"name": "s"}}]);
+        pod["spec"]["containers"][0]["env"] =
+            json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "extra", "key": "k"}}}]);
+        let Begin::Candidate(c) = begin(&pod.to_string(), None, &cfg()) else {
+            panic!("a candidate")
+        };
+        assert_eq!(
+            c.needs(),
+            &Needs {
+                namespace: Some("harbor".into()),
+                service_accounts: vec!["harbor-core".into(), "harbor-sa".into()],
+                config_maps: vec!["extra".into(), "harbor-core".into()],
+            }
+        );
+        let web = json!({"metadata": {"labels": {"app": "web"}}});
+        assert!(matches!(
+            begin(&web.to_string(), None, &cfg()),
+            Begin::Done(_)
+        ));
+    }
+
+    #[test]
+    fn validating_reviews() {
+        let (out, _) = validate_review(&review_json(core_pod(), "CREATE"), &cfg()).unwrap();
+        assert!(!out.response.allowed);
+        let message = out.response.status.unwrap().message;
+        assert!(
+            message.contains("POSTGRESQL_PASSWORD from a literal value"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"));
+        // The opt-out annotation does not bypass it.
+        let mut opted_out = core_pod();
+        opted_out["metadata"]["annotations"] = json!({"harbor-iam-webhook/inject": "disabled"});
+        let (out, _) = validate_review(&review_json(opted_out, "CREATE"), &cfg()).unwrap();
+        assert!(!out.response.allowed);
+        // A mutated pod passes.
+        let (mutated, _) = review(
+            &review_json(core_pod(), "CREATE"),
+            &cfg(),
+            &Facts::default(),
+        )
+        .unwrap();
+        let mut pod = core_pod();
+        json_patch::patch(&mut pod, &decode_patch(&mutated.response)).unwrap();
+        let (out, _) = validate_review(&review_json(pod, "CREATE"), &cfg()).unwrap();
+        assert!(out.response.allowed, "{:?}", out.response.status);
+        // Not ours: allowed.
+        let web = json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "env": [{"name": "POSTGRESQL_PASSWORD", "value": "x"}]}]}});
+        let (out, _) = validate_review(&review_json(web, "CREATE"), &cfg()).unwrap();
+        assert!(out.response.allowed);
     }
 }
