@@ -58,6 +58,7 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 	t.Run("opt-out annotation is honoured", e.specOptOut)
 	t.Run("non-Harbor pod is left alone", e.specNonHarborPod)
 	t.Run("invalid non-Harbor pod gets the API server's validation error", e.specInvalidPod)
+	t.Run("invalid Harbor pod gets the API server's validation error", e.specInvalidHarborPod)
 	t.Run("labelled namespace without the IRSA ServiceAccount", e.specMissingServiceAccount)
 	t.Run("real create stores the mutated pod and is idempotent", e.specRealCreate)
 	t.Run("manifests base passes server-side dry-run", e.specManifestsBase)
@@ -382,6 +383,32 @@ func (e *env) specInvalidPod(t *testing.T) {
 		if strings.Contains(msg, "admission webhook") || strings.Contains(msg, webhookName) {
 			t.Errorf("namespace %s: the webhook, not validation, rejected the pod:\n%s", ns, msg)
 		}
+	}
+}
+
+// An invalid Harbor DB pod is mutated and then refused by the API server's
+// validation, with the API server's message: the webhook's patch neither
+// hides the problem nor produces an error of its own.
+func (e *env) specInvalidHarborPod(t *testing.T) {
+	f := e.mutatedFixtures()[0]
+	var o obj
+	must(t, json.Unmarshal(e.fixtureJSON(t, f), &o))
+	c0 := o["spec"].(obj)["containers"].([]any)[0].(obj)
+	delete(c0, "image")
+	c0["ports"] = []any{obj{"containerPort": 70000, "protocol": "TCP"}}
+	data, _ := json.Marshal(o)
+	_, _, err := e.dryRunCreate(t, nsHarbor, data)
+	if err == nil {
+		t.Fatalf("invalid %s was accepted", f)
+	}
+	msg := err.Error()
+	for _, want := range []string{"is invalid", "spec.containers[0].image: Required value", "spec.containers[0].ports[0].containerPort"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error does not contain %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "admission webhook") || strings.Contains(msg, webhookName) {
+		t.Errorf("the webhook, not validation, rejected the pod:\n%s", msg)
 	}
 }
 
