@@ -346,5 +346,5 @@ log "caBundle set on $i webhook(s) of MutatingWebhookConfiguration $MWC_NAME"
 	die "cannot apply Secret $namespace/$SECRET_NAME (does namespace $namespace exist? install the manifests first)"
 log "Secret $namespace/$SECRET_NAME applied"
 if [[ $tls_changed == 1 || $ca_changed == 1 ]]; then
-	log "new certificate: the kubelet updates the mounted files within about a minute; if your webhook version does not reload them, run: kubectl -n $namespace rollout restart deployment/$service"
+	log "new certificate: the kubelet updates the mounted Secret files within about a minute and the webhook re-reads them (no restart needed)"
 fi
