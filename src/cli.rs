@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -67,8 +67,9 @@ fn documents(text: &str, path: &str) -> Result<Vec<Value>, CliError> {
     Ok(docs)
 }
 
-/// ConfigMaps from `--facts` files; `List` documents are unwrapped. Other kinds are reported
-/// on stderr and skipped (ServiceAccount facts arrive with the cluster-aware work).
+/// ConfigMaps and ServiceAccounts from `--facts` files; `List` documents are unwrapped, other
+/// kinds are reported on stderr and skipped. When any ServiceAccount is given, the files are
+/// taken as the whole truth about ServiceAccounts: one they don't name does not exist.
 pub fn load_facts(paths: &[impl AsRef<Path>]) -> Result<Facts, CliError> {
     let mut facts = Facts::default();
     for path in paths {
@@ -85,13 +86,22 @@ pub fn load_facts(paths: &[impl AsRef<Path>]) -> Result<Facts, CliError> {
                         })?;
                     facts.add_config_map(cm);
                 }
+                Some("ServiceAccount") => {
+                    let sa: ServiceAccount =
+                        serde_json::from_value(doc).map_err(|e| CliError::Input {
+                            path: shown.clone(),
+                            message: format!("invalid ServiceAccount: {e}"),
+                        })?;
+                    facts.add_service_account(sa);
+                    facts.set_service_accounts_complete(true);
+                }
                 Some(kind) if kind.ends_with("List") => {
                     if let Some(Value::Array(items)) = doc.get("items") {
                         queue.extend(items.iter().cloned());
                     }
                 }
                 other => eprintln!(
-                    "{shown}: skipping a {} document: only ConfigMaps are used as facts",
+                    "{shown}: skipping a {} document: only ConfigMaps and ServiceAccounts are used as facts",
                     other.unwrap_or("kind-less")
                 ),
             }

@@ -18,6 +18,43 @@ use tracing::{info, warn};
 use crate::config::ServeArgs;
 use crate::facts::Facts;
 
+/// The cluster facts source `--cluster-facts` asks for, if any.
+async fn cluster_facts(
+    args: &ServeArgs,
+) -> anyhow::Result<Option<std::sync::Arc<cluster::ClusterFacts>>> {
+    let wanted = match args.cluster_facts {
+        config::ClusterFacts::Off => false,
+        config::ClusterFacts::On => true,
+        config::ClusterFacts::Auto => cluster::cluster_available(),
+    };
+    if !wanted {
+        info!("cluster facts off: ServiceAccount and ConfigMap checks become warnings");
+        return Ok(None);
+    }
+    let client = match cluster::client().await {
+        Ok(c) => c,
+        Err(err) if args.cluster_facts == config::ClusterFacts::Auto => {
+            warn!(error = %err, "cluster facts: no usable kubeconfig or in-cluster config; continuing without");
+            return Ok(None);
+        }
+        Err(err) => {
+            return Err(anyhow::anyhow!(
+                "--cluster-facts on: cannot build a Kubernetes client: {err}"
+            ));
+        }
+    };
+    let ttl = std::time::Duration::from_secs(args.facts_ttl_seconds.max(1));
+    info!(
+        ttl_seconds = ttl.as_secs(),
+        "cluster facts on: ServiceAccounts and ConfigMaps looked up by name"
+    );
+    Ok(Some(cluster::ClusterFacts::new(
+        client,
+        ttl,
+        std::time::Duration::from_secs(2),
+    )))
+}
+
 /// `harbor-iam-webhook serve`.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.engine.to_config()?;
@@ -48,6 +85,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "configuration"
     );
     let state = server::AppState::new(config, Facts::default(), &options.limits);
+    if let Some(cluster) = cluster_facts(&args).await? {
+        state.set_cluster_facts(cluster.clone());
+        tokio::spawn(cluster.wait_until_reachable());
+    }
     let info = tls::cert_info(&resolver.current());
     if let Some(i) = &info {
         info!(serial = %i.serial, subject = %i.subject, not_after = i.not_after, "serving certificate");
@@ -101,3 +142,4 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     info!("stopped");
     Ok(())
 }
+pub mod cluster;

@@ -3,8 +3,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -27,7 +27,8 @@ use tower::ServiceExt as _;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, info, warn};
 
-use crate::admission::{self, Decision};
+use crate::admission::{self, Decision, ReviewError, ReviewStep, Summary};
+use crate::cluster::ClusterFacts;
 use crate::config::Limits;
 use crate::facts::Facts;
 use crate::metrics::{ErrorKind, Metrics};
@@ -36,8 +37,10 @@ use crate::mutate::MutateConfig;
 /// Everything a request handler may read.
 pub struct AppState {
     pub config: MutateConfig,
+    /// Facts handed in at start (none in production); used when there are no cluster facts.
     pub facts: Facts,
     pub metrics: Metrics,
+    cluster: OnceLock<Arc<ClusterFacts>>,
     max_body_bytes: usize,
     ready: AtomicBool,
 }
@@ -48,6 +51,7 @@ impl AppState {
             config,
             facts,
             metrics: Metrics::new(),
+            cluster: OnceLock::new(),
             max_body_bytes: limits.max_body_bytes,
             ready: AtomicBool::new(false),
         })
@@ -58,8 +62,18 @@ impl AppState {
         self.metrics.set_ready(ready);
     }
 
+    /// Ready once serving and, with cluster facts, once the API server has answered.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.cluster.get().is_none_or(|c| c.is_synced())
+    }
+
+    /// Look facts up in the cluster from now on.
+    pub fn set_cluster_facts(&self, cluster: Arc<ClusterFacts>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    pub fn cluster_facts(&self) -> Option<&Arc<ClusterFacts>> {
+        self.cluster.get()
     }
 }
 
@@ -68,6 +82,7 @@ pub fn router(state: Arc<AppState>, limits: &Limits) -> Router {
     let timeout_state = state.clone();
     let reviews = Router::new()
         .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -109,7 +124,9 @@ pub fn metrics_router(state: Arc<AppState>) -> Router {
 }
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
-    if app.is_ready() {
+    let ready = app.is_ready();
+    app.metrics.set_ready(ready);
+    if ready {
         "ok".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
@@ -121,27 +138,33 @@ fn client_error(status: StatusCode, message: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn mutate(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let started = Instant::now();
-    let body = match body {
-        Ok(b) => b,
-        Err(rejection) => {
-            let status = rejection.status();
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                app.metrics.error(ErrorKind::PayloadTooLarge);
-                format!(
-                    "request body is larger than the limit of {} bytes (--max-body-bytes)",
-                    app.max_body_bytes
-                )
-            } else {
-                app.metrics.error(ErrorKind::BadRequest);
-                rejection.body_text()
-            };
-            warn!(status = status.as_u16(), error = %message, "review rejected");
-            return client_error(status, message);
-        }
-    };
-    match admission::review(&body, &app.config, &app.facts) {
+/// The body, or the status and message that refuse it.
+fn read_body(app: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, (StatusCode, String)> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            app.metrics.error(ErrorKind::PayloadTooLarge);
+            format!(
+                "request body is larger than the limit of {} bytes (--max-body-bytes)",
+                app.max_body_bytes
+            )
+        } else {
+            app.metrics.error(ErrorKind::BadRequest);
+            rejection.body_text()
+        };
+        warn!(status = status.as_u16(), error = %message, "review rejected");
+        (status, message)
+    })
+}
+
+/// One log line and the metrics for a review, then the response.
+fn respond(
+    app: &AppState,
+    endpoint: &'static str,
+    started: Instant,
+    result: Result<(admission::ReviewOut, Summary), ReviewError>,
+) -> Response {
+    match result {
         Ok((review, s)) => {
             let decision = s.decision.unwrap_or(Decision::Invalid);
             let component = s.component.map(|c| c.as_str()).unwrap_or("");
@@ -153,6 +176,7 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
                 elapsed.as_secs_f64(),
             );
             info!(
+                endpoint,
                 uid = %s.uid,
                 namespace = %s.namespace,
                 name = %s.name,
@@ -173,9 +197,45 @@ async fn mutate(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
             } else {
                 ErrorKind::Unprocessable
             });
-            warn!(status = status.as_u16(), error = %err, "review rejected");
+            warn!(endpoint, status = status.as_u16(), error = %err, "review rejected");
             client_error(status, err.to_string())
         }
+    }
+}
+
+async fn mutate(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let started = Instant::now();
+    let body = match read_body(&app, body) {
+        Ok(b) => b,
+        Err((status, message)) => return client_error(status, message),
+    };
+    let result = match admission::start(&body, &app.config) {
+        Ok(ReviewStep::Answered(out, s)) => Ok((out, s)),
+        Ok(ReviewStep::Pending(pending)) => Ok(match app.cluster_facts() {
+            Some(cluster) => {
+                let facts = cluster.facts_for(pending.needs()).await;
+                pending.finish(&app.config, &facts)
+            }
+            None => pending.finish(&app.config, &app.facts),
+        }),
+        Err(err) => Err(err),
+    };
+    respond(&app, "mutate", started, result)
+}
+
+async fn validate(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    match read_body(&app, body) {
+        Ok(body) => respond(
+            &app,
+            "validate",
+            started,
+            admission::validate_review(&body, &app.config),
+        ),
+        Err(res) => res,
     }
 }
 

@@ -206,3 +206,83 @@ fn bad_input_and_denials_exit_non_zero_with_a_message() {
     );
     assert!(!stderr.contains("s3cret"));
 }
+
+#[test]
+fn service_account_facts_enable_injection_and_denials() {
+    let pod = fixture("pods/harbor-next-3.0-core.yaml");
+    let sa = fixture("serviceaccounts/harbor-sa.yaml");
+    let out = mutate(
+        &[
+            "-f",
+            &pod,
+            "--aws-region",
+            "eu-west-1",
+            "--facts",
+            &sa,
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pod: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+    let get = |n: &str| {
+        env.iter()
+            .find(|e| e["name"] == n)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(
+        get("AWS_ROLE_ARN"),
+        Some(Value::from("arn:aws:iam::111122223333:role/harbor-rds-iam"))
+    );
+    assert!(
+        pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "aws-iam-token")
+    );
+
+    // With ServiceAccount facts given, one they don't name does not exist: denied, with the fix.
+    let out = mutate(
+        &[
+            "-f",
+            &fixture("pods/harbor-next-3.0-core.yaml"),
+            "--aws-region",
+            "eu-west-1",
+            "--facts",
+            &sa,
+            "--service-account",
+            "other-sa",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("kubectl -n harbor create serviceaccount other-sa"),
+        "{stderr}"
+    );
+    // ... unless told to warn.
+    let out = mutate(
+        &[
+            "-f",
+            &fixture("pods/harbor-next-3.0-core.yaml"),
+            "--aws-region",
+            "eu-west-1",
+            "--facts",
+            &sa,
+            "--service-account",
+            "other-sa",
+            "--on-missing-role",
+            "warn",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+}

@@ -263,6 +263,8 @@ async fn sigterm_under_load_loses_no_accepted_request() {
             &addr.to_string(),
             "--metrics-listen",
             "off",
+            "--cluster-facts",
+            "off",
         ])
         .args([
             "--drain-delay-seconds",

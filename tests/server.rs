@@ -377,6 +377,8 @@ fn binary_refuses_to_start_without_a_region() {
             "127.0.0.1:0",
             "--metrics-listen",
             "off",
+            "--cluster-facts",
+            "off",
         ])
         .env_remove("AWS_REGION")
         .output()
@@ -403,6 +405,8 @@ async fn binary_serves_with_a_dev_certificate_and_never_logs_secret_values() {
                 "--log-format",
                 "json",
                 "--metrics-listen",
+                "off",
+                "--cluster-facts",
                 "off",
             ])
             .env("AWS_REGION", "eu-west-1")
@@ -645,7 +649,12 @@ async fn binary_serves_metrics_on_their_own_port() {
     let _child = Child(
         std::process::Command::new(env!("CARGO_BIN_EXE_harbor-iam-webhook"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .args([
+                "--metrics-listen",
+                &format!("127.0.0.1:{metrics_port}"),
+                "--cluster-facts",
+                "off",
+            ])
             .env("AWS_REGION", "eu-west-1")
             .env("HARBOR_IAM_WEBHOOK_DEV_CA_OUT", &ca_path)
             .stdout(std::process::Stdio::null())
