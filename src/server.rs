@@ -235,7 +235,7 @@ async fn validate(
             started,
             admission::validate_review(&body, &app.config),
         ),
-        Err(res) => res,
+        Err((status, message)) => client_error(status, message),
     }
 }
 
