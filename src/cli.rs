@@ -26,6 +26,8 @@ pub enum CliError {
     Input { path: String, message: String },
     #[error("cannot write the output: {0}")]
     Write(String),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// How a run ended, for the exit code.
@@ -204,4 +206,54 @@ pub fn run(args: &MutateArgs, out: &mut impl std::io::Write) -> Result<Finished,
         }
     }
     Ok(Finished::Printed)
+}
+
+/// Run `audit` against the current kubeconfig: findings to `out`; `Ok(true)` when clean.
+pub async fn audit(
+    args: &crate::config::AuditArgs,
+    out: &mut impl std::io::Write,
+) -> Result<bool, CliError> {
+    let config = args.engine.to_check_config()?;
+    let client = crate::cluster::client()
+        .await
+        .map_err(|e| CliError::Cluster(e.to_string()))?;
+    let (namespaces, findings) = crate::audit::run(&client, &args.namespaces, &config)
+        .await
+        .map_err(|e| CliError::Cluster(e.to_string()))?;
+    let w = |e: std::io::Error| CliError::Write(e.to_string());
+    match args.output {
+        crate::config::AuditOutput::Json => {
+            let doc = serde_json::json!({"namespaces": namespaces, "findings": findings});
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&doc).expect("JSON values serialise")
+            )
+            .map_err(w)?;
+        }
+        crate::config::AuditOutput::Text => {
+            if namespaces.is_empty() {
+                writeln!(
+                    out,
+                    "no namespace is labelled harbor-iam-webhook/inject=enabled"
+                )
+                .map_err(w)?;
+            }
+            for f in &findings {
+                writeln!(out, "{}/{} ({}):", f.namespace, f.pod, f.component).map_err(w)?;
+                for p in &f.problems {
+                    writeln!(out, "  - {p}").map_err(w)?;
+                }
+                writeln!(out, "  fix: {}", f.fix).map_err(w)?;
+            }
+            writeln!(
+                out,
+                "{} namespace(s) audited, {} pod(s) need attention",
+                namespaces.len(),
+                findings.len()
+            )
+            .map_err(w)?;
+        }
+    }
+    Ok(findings.is_empty())
 }

@@ -29,6 +29,27 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the mutation of a Pod or AdmissionReview file, as the server would do it.
     Mutate(MutateArgs),
+    /// List Harbor DB pods in opted-in namespaces that were not injected or still carry a
+    /// static secret (exit 1 when there are any).
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Namespaces to audit (default: every namespace labelled harbor-iam-webhook/inject=enabled); repeatable.
+    #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE")]
+    pub namespaces: Vec<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = AuditOutput::Text)]
+    pub output: AuditOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditOutput {
+    Text,
+    Json,
 }
 
 /// How the engine mutates: shared by `serve` and `mutate`.
@@ -281,12 +302,25 @@ fn parse_label(s: &str) -> Result<String, String> {
 
 impl EngineArgs {
     pub fn to_config(&self) -> Result<MutateConfig, ConfigError> {
+        self.config_with_region(true)
+    }
+
+    /// For commands that only classify and check pods (no region is written anywhere).
+    pub fn to_check_config(&self) -> Result<MutateConfig, ConfigError> {
+        self.config_with_region(false)
+    }
+
+    fn config_with_region(&self, required: bool) -> Result<MutateConfig, ConfigError> {
         let region = self
             .aws_region
             .as_deref()
             .map(str::trim)
             .filter(|r| !r.is_empty());
-        let region = region.ok_or(ConfigError::MissingRegion)?;
+        let region = match region {
+            Some(r) => r,
+            None if required => return Err(ConfigError::MissingRegion),
+            None => "us-east-1",
+        };
         if !is_valid_region(region) {
             return Err(ConfigError::InvalidRegion(region.to_owned()));
         }

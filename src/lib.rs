@@ -2,6 +2,7 @@
 //! to AWS RDS IAM authentication.
 
 pub mod admission;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod consts;

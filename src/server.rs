@@ -139,7 +139,10 @@ fn client_error(status: StatusCode, message: String) -> Response {
 }
 
 /// The body, or the status and message that refuse it.
-fn read_body(app: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, (StatusCode, String)> {
+fn read_body(
+    app: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, (StatusCode, String)> {
     body.map_err(|rejection| {
         let status = rejection.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
