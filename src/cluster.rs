@@ -66,6 +66,10 @@ impl ClusterFacts {
         })
     }
 
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     /// True once the API server has answered (readiness waits for it).
     pub fn is_synced(&self) -> bool {
         self.reachable.load(Ordering::SeqCst)

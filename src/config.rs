@@ -221,6 +221,14 @@ pub struct ServeArgs {
         default_value_t = 30
     )]
     pub facts_ttl_seconds: u64,
+    /// Run the audit in the background every this many seconds and export
+    /// harbor_iam_webhook_audit_findings (0: off; needs list on namespaces and pods).
+    #[arg(
+        long,
+        env = "HARBOR_IAM_WEBHOOK_AUDIT_INTERVAL_SECONDS",
+        default_value_t = 0
+    )]
+    pub audit_interval_seconds: u64,
     /// Plain-HTTP address for Prometheus metrics (`/metrics`); `off` to disable.
     #[arg(long, env = "HARBOR_IAM_WEBHOOK_METRICS_LISTEN", default_value = "0.0.0.0:9090", value_parser = parse_optional_addr)]
     pub metrics_listen: MaybeAddr,

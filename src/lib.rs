@@ -19,6 +19,33 @@ use tracing::{info, warn};
 use crate::config::ServeArgs;
 use crate::facts::Facts;
 
+/// The audit as a metric: every `interval`, count the pods `harbor-iam-webhook audit` would list.
+async fn audit_loop(
+    client: kube::Client,
+    state: std::sync::Arc<server::AppState>,
+    interval: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        match audit::run(&client, &[], &state.config).await {
+            Ok((namespaces, findings)) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                state.metrics.audit(findings.len(), now as i64);
+                info!(
+                    namespaces = namespaces.len(),
+                    findings = findings.len(),
+                    "background audit"
+                );
+            }
+            Err(err) => warn!(error = %err, "background audit failed"),
+        }
+    }
+}
+
 /// The cluster facts source `--cluster-facts` asks for, if any.
 async fn cluster_facts(
     args: &ServeArgs,
@@ -89,6 +116,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(cluster) = cluster_facts(&args).await? {
         state.set_cluster_facts(cluster.clone());
         tokio::spawn(cluster.wait_until_reachable());
+        if args.audit_interval_seconds > 0 {
+            let interval = std::time::Duration::from_secs(args.audit_interval_seconds);
+            tokio::spawn(audit_loop(cluster.client(), state.clone(), interval));
+        }
     }
     let info = tls::cert_info(&resolver.current());
     if let Some(i) = &info {

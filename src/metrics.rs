@@ -69,6 +69,8 @@ pub struct Metrics {
     cert_reloads: Family<ResultLabel, Counter>,
     connections: Gauge<i64, AtomicI64>,
     ready: Gauge<i64, AtomicI64>,
+    audit_findings: Gauge<i64, AtomicI64>,
+    audit_last_success: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -131,6 +133,19 @@ impl Metrics {
             "1 while the webhook reports ready, 0 otherwise",
             ready.clone(),
         );
+        let audit_findings = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "audit_findings",
+            "Harbor DB pods in opted-in namespaces not injected or still carrying a static secret, at the last audit",
+            audit_findings.clone(),
+        );
+        let audit_last_success = Gauge::<i64, AtomicI64>::default();
+        registry.register_with_unit(
+            "audit_last_success_timestamp",
+            "When the last background audit completed, as a Unix timestamp",
+            Unit::Seconds,
+            audit_last_success.clone(),
+        );
         Metrics {
             registry,
             reviews,
@@ -141,6 +156,8 @@ impl Metrics {
             cert_reloads,
             connections,
             ready,
+            audit_findings,
+            audit_last_success,
         }
     }
 
@@ -192,6 +209,11 @@ impl Metrics {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(ready as i64);
+    }
+
+    pub fn audit(&self, findings: usize, at_unix_seconds: i64) {
+        self.audit_findings.set(findings as i64);
+        self.audit_last_success.set(at_unix_seconds);
     }
 
     /// The OpenMetrics text exposition.
