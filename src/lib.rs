@@ -115,7 +115,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = server::AppState::new(config, Facts::default(), &options.limits);
     if let Some(cluster) = cluster_facts(&args).await? {
         state.set_cluster_facts(cluster.clone());
-        tokio::spawn(cluster.wait_until_reachable());
+        tokio::spawn(cluster.clone().wait_until_reachable());
         if args.audit_interval_seconds > 0 {
             let interval = std::time::Duration::from_secs(args.audit_interval_seconds);
             tokio::spawn(audit_loop(cluster.client(), state.clone(), interval));
