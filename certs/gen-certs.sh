@@ -18,16 +18,18 @@
 #
 # --apply (current kubectl context; set KUBECTL to use another command, e.g.
 # KUBECTL="kubectl --context prod"): first sets caBundle on every webhook of the
-# MutatingWebhookConfiguration harbor-iam-webhook, then creates/updates the
-# Secret harbor-iam-webhook-tls (type kubernetes.io/tls: tls.crt, tls.key,
-# ca.crt) in NS by server-side apply, the manifest passed on stdin.
+# MutatingWebhookConfiguration harbor-iam-webhook (and of the
+# ValidatingWebhookConfiguration of that name, when installed), then
+# creates/updates the Secret harbor-iam-webhook-tls (type kubernetes.io/tls:
+# tls.crt, tls.key, ca.crt) in NS by server-side apply, the manifest passed on
+# stdin.
 #
 # Key material is never printed, nor passed on a command line.
 set -euo pipefail
 umask 077
 
 readonly SECRET_NAME=harbor-iam-webhook-tls
-readonly MWC_NAME=harbor-iam-webhook
+readonly WEBHOOK_CONFIG_NAME=harbor-iam-webhook
 readonly FIELD_MANAGER=harbor-iam-webhook-gen-certs
 readonly CA_DAYS=3650
 readonly MAX_DAYS=1825
@@ -63,8 +65,9 @@ harbor-iam-webhook Service, in DIR (default: certs/out next to this script).
   --extra-san SAN   another subjectAltName, DNS:name or IP:address; repeatable
   --days N          serving certificate lifetime in days, 1..1825 (default 365)
   --apply           with the current kubectl context: set the caBundle of the
-                    MutatingWebhookConfiguration harbor-iam-webhook and
-                    create/update the Secret harbor-iam-webhook-tls in NS
+                    MutatingWebhookConfiguration harbor-iam-webhook (and of
+                    the ValidatingWebhookConfiguration of that name, if any)
+                    and create/update the Secret harbor-iam-webhook-tls in NS
   -h, --help        this text
 
 The serving certificate is re-issued only when missing, mismatched, not signed
@@ -314,26 +317,37 @@ kc() { "${kubectl_cmd[@]}" "$@"; }
 
 b64() { openssl base64 -A -in "$1"; }
 
-# 1. caBundle first: from then on the API server trusts the (new) CA, while
+# 1. caBundles first: from then on the API server trusts the (new) CA, while
 #    pods may still serve a certificate from before (covered by the bundle).
-hooks=$(kc get mutatingwebhookconfiguration "$MWC_NAME" \
-	-o jsonpath='{range .webhooks[*]}{.name}{"\n"}{end}' 2>"$work/err") || {
-	cat "$work/err" >&2
-	die "cannot read MutatingWebhookConfiguration $MWC_NAME: install the manifests first (kubectl apply -k manifests/)"
-}
+#    The MutatingWebhookConfiguration must exist; the ValidatingWebhookConfiguration
+#    (components/validating-webhook) is patched when it is installed.
 bundle=$(b64 "$ca_bundle")
-patch='' i=0
-while IFS= read -r hook; do
-	[[ -n $hook ]] || continue
-	[[ $hook =~ ^[A-Za-z0-9._-]+$ ]] || die "unexpected webhook name in $MWC_NAME: $hook"
-	patch+="${patch:+,}{\"op\":\"test\",\"path\":\"/webhooks/$i/name\",\"value\":\"$hook\"}"
-	patch+=",{\"op\":\"add\",\"path\":\"/webhooks/$i/clientConfig/caBundle\",\"value\":\"$bundle\"}"
-	i=$((i + 1))
-done <<<"$hooks"
-[[ $i -gt 0 ]] || die "MutatingWebhookConfiguration $MWC_NAME has no webhooks"
-kc patch mutatingwebhookconfiguration "$MWC_NAME" --type=json -p "[$patch]" >&2 ||
-	die "cannot set the caBundle of $MWC_NAME"
-log "caBundle set on $i webhook(s) of MutatingWebhookConfiguration $MWC_NAME"
+set_ca_bundle() { # set_ca_bundle RESOURCE REQUIRED
+	local resource=$1 required=$2 hooks hook patch='' i=0
+	hooks=$(kc get "$resource" "$WEBHOOK_CONFIG_NAME" --ignore-not-found \
+		-o jsonpath='{range .webhooks[*]}{.name}{"\n"}{end}' 2>"$work/err") || {
+		cat "$work/err" >&2
+		die "cannot read $resource $WEBHOOK_CONFIG_NAME"
+	}
+	while IFS= read -r hook; do
+		[[ -n $hook ]] || continue
+		[[ $hook =~ ^[A-Za-z0-9._-]+$ ]] || die "unexpected webhook name in $resource $WEBHOOK_CONFIG_NAME: $hook"
+		patch+="${patch:+,}{\"op\":\"test\",\"path\":\"/webhooks/$i/name\",\"value\":\"$hook\"}"
+		patch+=",{\"op\":\"add\",\"path\":\"/webhooks/$i/clientConfig/caBundle\",\"value\":\"$bundle\"}"
+		i=$((i + 1))
+	done <<<"$hooks"
+	if [[ $i -eq 0 ]]; then
+		[[ $required == 1 ]] &&
+			die "no $resource $WEBHOOK_CONFIG_NAME (or it has no webhooks): install the manifests first (kubectl apply -k manifests/)"
+		log "no $resource $WEBHOOK_CONFIG_NAME installed: skipped"
+		return 0
+	fi
+	kc patch "$resource" "$WEBHOOK_CONFIG_NAME" --type=json -p "[$patch]" >&2 ||
+		die "cannot set the caBundle of $resource $WEBHOOK_CONFIG_NAME"
+	log "caBundle set on $i webhook(s) of $resource $WEBHOOK_CONFIG_NAME"
+}
+set_ca_bundle mutatingwebhookconfiguration 1
+set_ca_bundle validatingwebhookconfiguration 0
 
 # 2. The Secret, by server-side apply from stdin (no key on a command line, and
 #    no copy of it in a last-applied annotation).

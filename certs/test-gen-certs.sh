@@ -190,14 +190,18 @@ cat >"$stub" <<'EOF'
 printf '%s\n' "$*" >>"$STUB_DIR/calls.log"
 case "$1 $2" in
 "get mutatingwebhookconfiguration")
-	if [[ -n ${STUB_MWC_MISSING:-} ]]; then
-		echo 'Error from server (NotFound): mutatingwebhookconfigurations.admissionregistration.k8s.io "harbor-iam-webhook" not found' >&2
+	# With --ignore-not-found, a missing object prints nothing and succeeds.
+	if [[ -n ${STUB_GET_FAILS:-} ]]; then
+		echo 'error: You must be logged in to the server (Unauthorized)' >&2
 		exit 1
 	fi
-	printf '%s\n' $STUB_HOOKS
+	[[ -n ${STUB_MWC_MISSING:-} ]] || printf '%s\n' $STUB_HOOKS
 	;;
-"patch mutatingwebhookconfiguration")
-	echo "mutatingwebhookconfiguration.admissionregistration.k8s.io/harbor-iam-webhook patched"
+"get validatingwebhookconfiguration")
+	printf '%s\n' ${STUB_VHOOKS:-}
+	;;
+"patch mutatingwebhookconfiguration" | "patch validatingwebhookconfiguration")
+	echo "$2.admissionregistration.k8s.io/harbor-iam-webhook patched"
 	;;
 "apply --server-side")
 	cat >"$STUB_DIR/secret.json"
@@ -215,7 +219,9 @@ export STUB_HOOKS="mutate.harbor-iam-webhook.io second.harbor-iam-webhook.io"
 KUBECTL="$stub" run --out "$a" --namespace hooks-ns --apply
 check "--apply: exit 0" test "$rc" -eq 0
 calls=$(awk '{print $1}' "$STUB_DIR/calls.log" | paste -sd' ' -)
-check "--apply: get, then caBundle patch, then Secret apply" test "$calls" = "get patch apply"
+check "--apply: caBundle patch, then Secret apply" test "$calls" = "get patch get apply"
+check "--apply: no ValidatingWebhookConfiguration: skipped" said 'no validatingwebhookconfiguration harbor-iam-webhook installed: skipped'
+check "--apply: reads with --ignore-not-found" grep -q -- '^get mutatingwebhookconfiguration harbor-iam-webhook --ignore-not-found -o jsonpath=' "$STUB_DIR/calls.log"
 bundle_b64=$(openssl base64 -A -in "$a/ca-bundle.crt")
 patch_call=$(grep '^patch ' "$STUB_DIR/calls.log")
 check "--apply: JSON patch on MutatingWebhookConfiguration harbor-iam-webhook" \
@@ -248,6 +254,23 @@ KUBECTL="$tmp/no-such-kubectl" run --out "$a" --apply
 check "--apply without kubectl: fails with a message" said 'not found'
 
 # ---- never prints key material -------------------------------------------------
+# With the validating-webhook component installed, its caBundle is set too, before the Secret.
+: >"$STUB_DIR/calls.log"
+STUB_VHOOKS=validate.harbor-iam-webhook.io KUBECTL="$stub" run --out "$a" --namespace hooks-ns --apply
+check "--apply with a ValidatingWebhookConfiguration: exit 0" test "$rc" -eq 0
+calls=$(awk '{print $1 "-" $2}' "$STUB_DIR/calls.log" | paste -sd' ' -)
+check "--apply with a ValidatingWebhookConfiguration: both patched before the Secret" \
+	test "$calls" = "get-mutatingwebhookconfiguration patch-mutatingwebhookconfiguration get-validatingwebhookconfiguration patch-validatingwebhookconfiguration apply---server-side"
+check "--apply with a ValidatingWebhookConfiguration: its caBundle" \
+	grep -qF -- '{"op":"add","path":"/webhooks/0/clientConfig/caBundle","value":"'"$bundle_b64"'"}' <(grep '^patch validatingwebhookconfiguration ' "$STUB_DIR/calls.log")
+
+: >"$STUB_DIR/calls.log"
+rm -f "$STUB_DIR/secret.json"
+STUB_GET_FAILS=1 KUBECTL="$stub" run --out "$a" --apply
+check "--apply when kubectl fails: fails" test "$rc" -ne 0
+check "--apply when kubectl fails: shows kubectl's error" said 'Unauthorized'
+check "--apply when kubectl fails: no Secret applied" test ! -e "$STUB_DIR/secret.json"
+
 check "no output contains a PEM private key" bash -c "! grep -q 'PRIVATE KEY' '$all_output'"
 leaked=0
 while IFS= read -r keyfile; do
