@@ -102,6 +102,15 @@ func startCluster(t *testing.T, dir string) *cluster {
 		t.Fatalf("kube-apiserver: %v", err)
 	}
 
+	c.writeKubeconfig(t, c.kubeconfig, "e2e-admin", c.token)
+	t.Logf("kube-apiserver ready at %s (etcd %s); logs in %s", c.server, etcdURL, dir)
+	return c
+}
+
+// writeKubeconfig writes a kubeconfig for this API server that authenticates
+// with a bearer token.
+func (c *cluster) writeKubeconfig(t *testing.T, path, user, token string) {
+	t.Helper()
 	kubeconfig := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -110,17 +119,15 @@ clusters:
     server: %s
     certificate-authority-data: %s
 users:
-- name: e2e-admin
+- name: %s
   user:
     token: %s
 contexts:
 - name: e2e
-  context: {cluster: e2e, user: e2e-admin}
+  context: {cluster: e2e, user: %s}
 current-context: e2e
-`, c.server, base64.StdEncoding.EncodeToString(c.caPEM), c.token)
-	must(t, os.WriteFile(c.kubeconfig, []byte(kubeconfig), 0o600))
-	t.Logf("kube-apiserver ready at %s (etcd %s); logs in %s", c.server, etcdURL, dir)
-	return c
+`, c.server, base64.StdEncoding.EncodeToString(c.caPEM), user, token, user)
+	must(t, os.WriteFile(path, []byte(kubeconfig), 0o600))
 }
 
 // kubectlResult is what one kubectl invocation returned.
@@ -133,8 +140,14 @@ type kubectlResult struct {
 // the test itself: callers decide what an error means.
 func (c *cluster) kubectl(t *testing.T, stdin []byte, args ...string) kubectlResult {
 	t.Helper()
-	cmd := exec.Command(c.kubectlBin, append([]string{"--kubeconfig", c.kubeconfig, "--request-timeout=60s"}, args...)...)
-	cmd.Env = append(os.Environ(), "HOME="+c.home, "KUBECONFIG="+c.kubeconfig, "NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost")
+	return c.kubectlAs(t, c.kubeconfig, stdin, args...)
+}
+
+// kubectlAs is kubectl with another kubeconfig (another identity).
+func (c *cluster) kubectlAs(t *testing.T, kubeconfig string, stdin []byte, args ...string) kubectlResult {
+	t.Helper()
+	cmd := exec.Command(c.kubectlBin, append([]string{"--kubeconfig", kubeconfig, "--request-timeout=60s"}, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+c.home, "KUBECONFIG="+kubeconfig, "NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost")
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}

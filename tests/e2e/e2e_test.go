@@ -64,6 +64,9 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 	t.Run("manifests base passes server-side dry-run", e.specManifestsBase)
 	t.Run("manifests overlays render and validate", e.specManifestsOverlays)
 	t.Run("manifests components render and pass server-side dry-run", e.specManifestsComponents)
+	// Webhooks with --cluster-facts on behind the same configuration; the
+	// main webhook is registered again afterwards.
+	t.Run("cluster-aware", e.specClusterAware)
 	// Last: these stop the webhook.
 	t.Run("webhook down with failurePolicy Fail rejects and creates nothing", e.specWebhookDown)
 	t.Run("webhook down with the failure-policy-ignore component admits pods unchanged", e.specWebhookDownIgnore)
@@ -251,6 +254,14 @@ func (e *env) specFixture(t *testing.T, f string) {
 		return
 	}
 
+	checkMutated(t, got, plain, exp)
+}
+
+// checkMutated: got (admitted with the webhook) carries the status
+// annotation, the expected ServiceAccount and env, and differs from plain
+// (the same pod admitted without the webhook) only in what the webhook owns.
+func checkMutated(t *testing.T, got, plain pod, exp podExpectation) {
+	t.Helper()
 	if s := got.Metadata.Annotations[statusAnnotation]; s != "injected" {
 		t.Errorf("annotation %s = %q, want \"injected\"", statusAnnotation, s)
 	}

@@ -99,6 +99,31 @@ for v in $versions; do
 	kube_dir[$v]=$(build "$mod" "kube-$v" "$ldflags" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
 	kube_full[$v]=$full
 done
+
+# The real amazon-eks-pod-identity-webhook (tools/pod-identity-webhook), for
+# the ordering spec. Optional: when its module cannot be had, the spec is
+# skipped and says why (E2E_POD_IDENTITY_WEBHOOK_UNAVAILABLE).
+pidw_mod=$here/tools/pod-identity-webhook
+pidw_pkg=github.com/aws/amazon-eks-pod-identity-webhook
+pidw_ver=$(sed -n "s|^require $pidw_pkg \(v[^ ]*\)\$|\1|p" "$pidw_mod/go.mod")
+export E2E_POD_IDENTITY_WEBHOOK="" E2E_POD_IDENTITY_WEBHOOK_UNAVAILABLE=""
+if ! grep -q "^$pidw_pkg $pidw_ver " "$pidw_mod/go.sum"; then
+	# go.sum can only be written once the module can be downloaded: ask why not.
+	# (In a scratch copy of the module, so that nothing here is written.)
+	probe=$(mktemp -d)
+	cp "$pidw_mod/go.mod" "$probe/"
+	why=$( (cd "$probe" && GOFLAGS=-mod=mod go mod download -json "$pidw_pkg@$pidw_ver" 2>&1 || true) |
+		sed -n 's/^[[:space:]]*"Error": "\(.*\)",\{0,1\}$/\1/p' | sed 's/\\[nt]/ /g')
+	rm -rf "$probe"
+	E2E_POD_IDENTITY_WEBHOOK_UNAVAILABLE=${why:-"$pidw_pkg@$pidw_ver is downloadable, but tools/pod-identity-webhook/go.sum has no entry for it (run GOFLAGS=-mod=mod go mod tidy there)"}
+elif pidw_dir=$(build "$pidw_mod" "pod-identity-webhook-$pidw_ver" "-s -w" "$pidw_pkg"); then
+	E2E_POD_IDENTITY_WEBHOOK=$pidw_dir/amazon-eks-pod-identity-webhook
+else
+	E2E_POD_IDENTITY_WEBHOOK_UNAVAILABLE="$pidw_pkg@$pidw_ver: go build failed (see the log above)"
+fi
+if [[ -n $E2E_POD_IDENTITY_WEBHOOK_UNAVAILABLE ]]; then
+	log "amazon-eks-pod-identity-webhook unavailable, its ordering spec will be skipped: $E2E_POD_IDENTITY_WEBHOOK_UNAVAILABLE"
+fi
 log "tools ready"
 (( build_only )) && exit 0
 

@@ -52,22 +52,37 @@ func genCerts(t *testing.T, repo, out string) {
 	}
 }
 
-// startWebhook starts `harbor-iam-webhook serve` on a free loopback port and
-// waits for GET /readyz, verifying the serving cert against the CA.
+// startWebhook starts the suite's main webhook: `harbor-iam-webhook serve`
+// without cluster facts (explicitly off, so that a kubeconfig on the machine
+// running the suite can never switch them on).
 func startWebhook(t *testing.T, repo, dir string) *webhook {
 	t.Helper()
+	return startServe(t, repo, dir, "webhook", nil, "--cluster-facts", "off")
+}
+
+// startServe starts `harbor-iam-webhook serve` on a free loopback port with
+// the suite's certificate (certs/gen-certs.sh, generated once per run), the
+// extra flags and environment given, no metrics listener and no drain delay,
+// and waits for GET /readyz, verifying the serving cert against the CA.
+func startServe(t *testing.T, repo, dir, name string, env []string, extra ...string) *webhook {
+	t.Helper()
 	certs := filepath.Join(dir, "webhook-certs")
-	genCerts(t, repo, certs)
+	if _, err := os.Stat(filepath.Join(certs, "tls.key")); err != nil {
+		genCerts(t, repo, certs)
+	}
 	caPEM, err := os.ReadFile(filepath.Join(certs, "ca.crt"))
 	must(t, err)
 	bin := mustEnv(t, "E2E_WEBHOOK_BIN")
+	env = append([]string{"HARBOR_IAM_WEBHOOK_LOG_FORMAT=text", "NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost"}, env...)
 	for attempt := 1; ; attempt++ {
 		addr := "127.0.0.1:" + itoa(freePort(t))
-		p := startProc(t, dir, "webhook-"+itoa(attempt), nil, []string{"HARBOR_IAM_WEBHOOK_LOG_FORMAT=text"}, bin,
-			"serve", "--listen", addr,
+		args := append([]string{"serve", "--listen", addr,
 			"--tls-cert", filepath.Join(certs, "tls.crt"),
 			"--tls-key", filepath.Join(certs, "tls.key"),
-			"--aws-region", "eu-west-1")
+			"--aws-region", "eu-west-1",
+			"--metrics-listen", "off",
+			"--drain-delay-seconds", "0"}, extra...)
+		p := startProc(t, dir, name+"-"+itoa(attempt), nil, env, bin, args...)
 		err := waitReady(p, "https://"+addr+"/readyz", caPEM, "", 60*time.Second)
 		if err == nil {
 			return &webhook{proc: p, url: "https://" + addr + "/mutate", caPEM: caPEM, certs: certs, binary: bin}
@@ -75,7 +90,7 @@ func startWebhook(t *testing.T, repo, dir string) *webhook {
 		if attempt < 3 && p.exited() && strings.Contains(strings.ToLower(p.tail(20)), "address already in use") {
 			continue
 		}
-		t.Fatalf("webhook: %v", err)
+		t.Fatalf("%s: %v", name, err)
 	}
 }
 
