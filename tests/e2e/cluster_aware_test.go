@@ -310,6 +310,18 @@ func (a *aware) specIRSA(t *testing.T) {
 		checkContainers(t, got, "containers", a.withFacts(t, coreFixture).Containers)
 	})
 
+	t.Run("every mutated fixture: harbor-sa's web identity in each container and init container", func(t *testing.T) {
+		for _, f := range a.mutatedFixtures() {
+			t.Run(f, func(t *testing.T) {
+				got := a.mustDryRun(t, nsHarbor, a.fixtureJSON(t, f))
+				if got.Spec.ServiceAccountName != irsaSA {
+					t.Errorf("serviceAccountName = %q, want %q", got.Spec.ServiceAccountName, irsaSA)
+				}
+				checkWebIdentity(t, got, webIdentity{role: roleARN, audience: defaultAudience, expiration: 86400})
+			})
+		}
+	})
+
 	t.Run("ServiceAccount annotations set the audience, regional STS and token expiry", func(t *testing.T) {
 		got := a.mustDryRun(t, nsSAAnnot, a.fixtureJSON(t, coreFixture))
 		checkWebIdentity(t, got, webIdentity{role: roleARN, audience: "rds-e2e.example.com", expiration: 7200, regionalSTS: true})

@@ -129,8 +129,9 @@ type podExpectation struct {
 	ServiceAccountName string                          `json:"serviceAccountName"`
 	Containers         map[string]containerExpectation `json:"containers"`
 	InitContainers     map[string]containerExpectation `json:"initContainers"`
-	// withFacts needs ConfigMaps passed to the webhook as facts; the served
-	// webhook has none (CONTRACTS.md), so the e2e suite does not check it.
+	// withFacts: the same pod mutated by a webhook that knows the named
+	// ConfigMaps. The main webhook runs without facts; the cluster-aware
+	// specs (cluster_aware_test.go) check withFacts with facts on.
 	WithFacts json.RawMessage `json:"withFacts"`
 }
 
