@@ -373,6 +373,31 @@ func (a *aware) specIRSA(t *testing.T) {
 		}
 	})
 
+	// Our injection, like the EKS webhook's, looks for its mount by name only.
+	// A container that already mounts another volume at the token path gets
+	// a second mount there, which the API server's validation refuses.
+	t.Run("token path already mounted under another volume name: refused by API validation (mountPath must be unique)", func(t *testing.T) {
+		p := a.fixtureObj(t, coreFixture)
+		spec := p["spec"].(obj)
+		spec["volumes"] = append(spec["volumes"].([]any), obj{"name": "aws-token", "projected": obj{"sources": []any{
+			obj{"serviceAccountToken": obj{"audience": defaultAudience, "expirationSeconds": 86400, "path": "token"}}}}})
+		c := listOf(spec["containers"])[0]
+		c["volumeMounts"] = append(c["volumeMounts"].([]any), obj{"name": "aws-token", "mountPath": tokenMountPath, "readOnly": true})
+		_, _, err := a.dryRunCreate(t, nsHarbor, marshal(t, p))
+		t.Logf("API server: %v", err)
+		if err == nil {
+			t.Fatal("admitted: the API server accepted two mounts at the token path, or the webhook no longer adds one")
+		}
+		for _, want := range []string{"is invalid", "mountPath", "must be unique"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error does not contain %q", want)
+			}
+		}
+		if strings.Contains(err.Error(), "admission webhook") {
+			t.Errorf("refused by a webhook, not by validation")
+		}
+	})
+
 	t.Run("pod labelled eks.amazonaws.com/skip-pod-identity-webhook: ServiceAccount set, no web identity", func(t *testing.T) {
 		p := a.fixtureObj(t, coreFixture)
 		p["metadata"].(obj)["labels"].(obj)["eks.amazonaws.com/skip-pod-identity-webhook"] = "true"

@@ -49,33 +49,56 @@ func (a *aware) specEKSWebhookOrdering(t *testing.T) {
 	}
 	a.c.mustKubectl(t, marshal(t, obj{"apiVersion": "v1", "kind": "List", "items": items}), "create", "-f", "-")
 	eks := a.startEKSWebhook(t, bin)
+	// The only way our webhook replaces an account that has a role of its own.
+	force := startServe(t, a.repo, a.c.dir, "webhook-force-sa", []string{"KUBECONFIG=" + a.saKubeconfig, "HOME=" + a.c.home},
+		"--cluster-facts", "on", "--force-service-account")
 
-	// What our webhook alone makes of the core pod, in a namespace whose
-	// default account has no role and in one where it has its own.
+	cases := []struct {
+		name, ns  string
+		ours      *webhook
+		sa, role  string // what the pod must end with
+		eksBefore string // what the EKS webhook does when it runs first
+	}{
+		{"harbor, default has no role", nsHarbor, a.facts, irsaSA, roleARN, "nothing (default has no role)"},
+		{"ca-eks, default has a role, kept by ours", nsEKS, a.facts, "default", defaultRoleARN, "injects default's role; ours keeps default"},
+		{"ca-eks, --force-service-account", nsEKS, force, irsaSA, roleARN, "injects default's role; ours switches to harbor-sa and re-points AWS_ROLE_ARN"},
+	}
+	// What our webhook alone makes of the core pod.
 	base := map[string]pod{}
-	for _, ns := range []string{nsHarbor, nsEKS} {
-		base[ns] = a.mustDryRun(t, ns, a.fixtureJSON(t, coreFixture))
+	for _, c := range cases {
+		a.use(t, c.ours)
+		base[c.name] = a.mustDryRun(t, c.ns, a.fixtureJSON(t, coreFixture))
+	}
+	check := func(t *testing.T, got pod, sa, role string) {
+		t.Helper()
+		if got.Spec.ServiceAccountName != sa {
+			t.Errorf("serviceAccountName = %q, want %q", got.Spec.ServiceAccountName, sa)
+		}
+		checkWebIdentity(t, got, webIdentity{role: role, audience: defaultAudience, expiration: 86400})
 	}
 
 	t.Run("named pod-identity-webhook (called after ours): changes nothing on our output", func(t *testing.T) {
 		a.registerEKS(t, eks, "pod-identity-webhook")
-		for _, ns := range []string{nsHarbor, nsEKS} {
-			got := a.mustDryRun(t, ns, a.fixtureJSON(t, coreFixture))
-			if d := diff(normalised(base[ns].raw, false), normalised(got.raw, false)); d != "" {
-				t.Errorf("namespace %s: the EKS webhook changed our output (- ours alone, + both):\n%s", ns, d)
-			}
-			checkWebIdentity(t, got, webIdentity{role: roleARN, audience: defaultAudience, expiration: 86400})
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				a.use(t, c.ours)
+				got := a.mustDryRun(t, c.ns, a.fixtureJSON(t, coreFixture))
+				if d := diff(normalised(base[c.name].raw, false), normalised(got.raw, false)); d != "" {
+					t.Errorf("the EKS webhook changed our output (- ours alone, + both):\n%s", d)
+				}
+				check(t, got, c.sa, c.role)
+			})
 		}
 	})
 
-	t.Run("named 0-pod-identity-webhook (called before ours): the pod ends with harbor-sa's credentials", func(t *testing.T) {
+	t.Run("named 0-pod-identity-webhook (called before ours): one set of credentials, the final account's", func(t *testing.T) {
 		a.registerEKS(t, eks, "0-pod-identity-webhook")
-		for _, ns := range []string{nsHarbor, nsEKS} {
-			got := a.mustDryRun(t, ns, a.fixtureJSON(t, coreFixture))
-			if got.Spec.ServiceAccountName != irsaSA {
-				t.Errorf("namespace %s: serviceAccountName = %q", ns, got.Spec.ServiceAccountName)
-			}
-			checkWebIdentity(t, got, webIdentity{role: roleARN, audience: defaultAudience, expiration: 86400})
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				t.Logf("EKS webhook first: %s", c.eksBefore)
+				a.use(t, c.ours)
+				check(t, a.mustDryRun(t, c.ns, a.fixtureJSON(t, coreFixture)), c.sa, c.role)
+			})
 		}
 	})
 }
@@ -95,8 +118,7 @@ func (a *aware) startEKSWebhook(t *testing.T, bin string) *eksWebhook {
 		"--metrics-port="+itoa(metrics),
 		"--annotation-prefix=eks.amazonaws.com",
 		"--token-audience="+defaultAudience,
-		"--aws-default-region=eu-west-1",
-		"--logtostderr")
+		"--aws-default-region=eu-west-1")
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	waitFor(t, 60*time.Second, "amazon-eks-pod-identity-webhook /healthz", func() bool {
 		if p.exited() {
