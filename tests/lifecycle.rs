@@ -17,9 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 
-fn install_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+use common::install_crypto_provider as install_provider;
 
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -71,19 +69,7 @@ fn roots(ca_pem: &str) -> rustls::RootCertStore {
 }
 
 fn client(ca_pem: &str, addr: SocketAddr, alpn: &[u8], reuse: bool) -> reqwest::Client {
-    install_provider();
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots(ca_pem))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    let mut b = reqwest::Client::builder()
-        .use_preconfigured_tls(config)
-        .resolve("localhost", addr)
-        .timeout(Duration::from_secs(10));
-    if !reuse {
-        b = b.pool_max_idle_per_host(0);
-    }
-    b.build().unwrap()
+    common::tls_client(ca_pem, addr, &[alpn], reuse)
 }
 
 /// The certificate a fresh TLS handshake is shown.
@@ -248,53 +234,18 @@ async fn certificate_rotation_under_load_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_loses_no_accepted_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_harbor-iam-webhook"))
-        .args([
-            "serve",
-            "--listen",
-            &addr.to_string(),
-            "--metrics-listen",
-            "off",
-            "--cluster-facts",
-            "off",
-        ])
-        .args([
+    let mut webhook = common::Webhook::start(
+        &[
             "--drain-delay-seconds",
             "1",
             "--shutdown-timeout-seconds",
             "5",
-        ])
-        .env("AWS_REGION", "eu-west-1")
-        .env("HARBOR_IAM_WEBHOOK_DEV_CA_OUT", &ca_path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let ca_pem = loop {
-        let pem = std::fs::read_to_string(&ca_path).unwrap_or_default();
-        if pem.contains("END CERTIFICATE") {
-            let c = client(&pem, addr, b"h2", false);
-            let ready = c
-                .get(format!("https://localhost:{port}/readyz"))
-                .send()
-                .await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                break pem;
-            }
-        }
-        assert!(Instant::now() < deadline, "not ready in time");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-
+        ],
+        &[],
+        std::process::Stdio::null(),
+    )
+    .await;
+    let (port, addr, ca_pem) = (webhook.port, webhook.addr(), webhook.ca_pem.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let url = format!("https://localhost:{port}/mutate");
@@ -319,7 +270,7 @@ async fn sigterm_under_load_loses_no_accepted_request() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = tally.ok.load(Ordering::Relaxed);
     let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &webhook.child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -335,7 +286,7 @@ async fn sigterm_under_load_loses_no_accepted_request() {
 
     let exit_deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = webhook.child.try_wait().unwrap() {
             break s;
         }
         assert!(

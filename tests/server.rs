@@ -80,22 +80,7 @@ impl TestServer {
 }
 
 fn client_for(ca_pem: &str, addr: SocketAddr, alpn: &[&[u8]]) -> reqwest::Client {
-    install_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls::pki_types::pem::PemObject;
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(config)
-        .resolve("localhost", addr)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+    common::tls_client(ca_pem, addr, alpn, true)
 }
 
 const H2: &[&[u8]] = &[b"h2"];
@@ -351,22 +336,7 @@ async fn untrusted_clients_fail_the_handshake() {
 
 // --- The real binary, as a user runs it.
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::free_port;
 
 #[test]
 fn binary_refuses_to_start_without_a_region() {
@@ -392,52 +362,15 @@ fn binary_refuses_to_start_without_a_region() {
 #[tokio::test]
 async fn binary_serves_with_a_dev_certificate_and_never_logs_secret_values() {
     let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("ca.pem");
     let log_path = dir.path().join("log.txt");
-    let port = free_port();
     let log = std::fs::File::create(&log_path).unwrap();
-    let _child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_harbor-iam-webhook"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--log-format",
-                "json",
-                "--metrics-listen",
-                "off",
-                "--cluster-facts",
-                "off",
-            ])
-            .env("AWS_REGION", "eu-west-1")
-            .env("HARBOR_IAM_WEBHOOK_DEV_CA_OUT", &ca_path)
-            .env("HARBOR_IAM_WEBHOOK_LOG", "trace")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    // Wait for readiness with a deadline.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let client = loop {
-        let pem = std::fs::read_to_string(&ca_path).unwrap_or_default();
-        if pem.contains("END CERTIFICATE") {
-            let c = client_for(&pem, addr, H2);
-            let ready = c
-                .get(format!("https://localhost:{port}/readyz"))
-                .send()
-                .await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                break c;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "webhook not ready in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let webhook = common::Webhook::start(
+        &["--log-format", "json"],
+        &[("HARBOR_IAM_WEBHOOK_LOG", "trace")],
+        log.into(),
+    )
+    .await;
+    let (client, port) = (webhook.client(H2, true), webhook.port);
     const PLANTED: &str = "Planted-S3cret-Value-7f3a";
     let mut pod = common::read_object(
         &common::fixtures().join("pods/harbor-helm-1.16-core-existing-secret.yaml"),
@@ -643,45 +576,15 @@ async fn slow_clients_are_cut_off() {
 
 #[tokio::test]
 async fn binary_serves_metrics_on_their_own_port() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    let (port, metrics_port) = (free_port(), free_port());
-    let _child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_harbor-iam-webhook"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args([
-                "--metrics-listen",
-                &format!("127.0.0.1:{metrics_port}"),
-                "--cluster-facts",
-                "off",
-            ])
-            .env("AWS_REGION", "eu-west-1")
-            .env("HARBOR_IAM_WEBHOOK_DEV_CA_OUT", &ca_path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let client = loop {
-        let pem = std::fs::read_to_string(&ca_path).unwrap_or_default();
-        if pem.contains("END CERTIFICATE") {
-            let c = client_for(&pem, addr, H2);
-            let ready = c
-                .get(format!("https://localhost:{port}/readyz"))
-                .send()
-                .await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                break c;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "webhook not ready in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let webhook = common::Webhook::start(
+        &["--metrics-listen", &metrics],
+        &[],
+        std::process::Stdio::null(),
+    )
+    .await;
+    let (client, port) = (webhook.client(H2, true), webhook.port);
     let core = common::read_object(&common::fixtures().join("pods/harbor-helm-1.16-core.yaml"));
     let res = client
         .post(format!("https://localhost:{port}/mutate"))

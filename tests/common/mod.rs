@@ -204,3 +204,122 @@ pub fn normalise_like_api_server(pod: &mut Value) {
         }
     }
 }
+
+// --- The webhook binary and TLS clients, for the server and lifecycle tests.
+
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A reqwest client over rustls that trusts only `ca_pem`, reaching `localhost` at `addr`,
+/// offering `alpn`; `reuse: false` makes every request a new TLS connection.
+pub fn tls_client(
+    ca_pem: &str,
+    addr: std::net::SocketAddr,
+    alpn: &[&[u8]],
+    reuse: bool,
+) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
+    install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let mut builder = reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .resolve("localhost", addr)
+        .timeout(std::time::Duration::from_secs(10));
+    if !reuse {
+        builder = builder.pool_max_idle_per_host(0);
+    }
+    builder.build().unwrap()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `harbor-iam-webhook serve` on a free loopback port with a generated development certificate
+/// (cluster facts and metrics off unless `args` name them), ready when `start` returns; killed
+/// when dropped.
+pub struct Webhook {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub ca_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Webhook {
+    pub async fn start(args: &[&str], envs: &[(&str, &str)], stderr: std::process::Stdio) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        let port = free_port();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_harbor-iam-webhook"));
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        for (flag, value) in [("--metrics-listen", "off"), ("--cluster-facts", "off")] {
+            if !args.contains(&flag) {
+                cmd.args([flag, value]);
+            }
+        }
+        cmd.args(args)
+            .env("AWS_REGION", "eu-west-1")
+            .env("HARBOR_IAM_WEBHOOK_DEV_CA_OUT", &ca_path)
+            .envs(envs.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr);
+        let mut webhook = Webhook {
+            child: cmd.spawn().unwrap(),
+            port,
+            ca_pem: String::new(),
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let pem = std::fs::read_to_string(&ca_path).unwrap_or_default();
+            if pem.contains("END CERTIFICATE") {
+                let probe = tls_client(&pem, webhook.addr(), &[b"h2"], false);
+                let ready = probe.get(webhook.url("/readyz")).send().await;
+                if ready.is_ok_and(|r| r.status().is_success()) {
+                    webhook.ca_pem = pem;
+                    return webhook;
+                }
+            }
+            assert!(
+                webhook.child.try_wait().unwrap().is_none(),
+                "the webhook exited before it was ready"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "webhook not ready in time"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    pub fn client(&self, alpn: &[&[u8]], reuse: bool) -> reqwest::Client {
+        tls_client(&self.ca_pem, self.addr(), alpn, reuse)
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
