@@ -31,35 +31,12 @@ struct TestServer {
 
 impl TestServer {
     async fn start(limits: Limits) -> Self {
-        install_provider();
-        let dev = tls::dev_certificate(&["localhost", "127.0.0.1"]).unwrap();
-        let tls_config = tls::server_config(tls::CertResolver::new(
-            dev.identity.certified_key().unwrap(),
-        ))
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = server::AppState::new(common::config(), Facts::default(), &limits);
-        let app = server::router(state.clone(), &limits);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let stop = async {
-                let _ = rx.await;
-            };
-            let options = server::ServeOptions {
-                limits,
-                ..Default::default()
-            };
-            server::serve(listener, tls_config, app, state, options, stop)
-                .await
-                .unwrap();
-        });
-        TestServer {
-            addr,
-            ca_pem: dev.ca_pem,
-            stop: Some(tx),
-            task,
-        }
+        start_with(server::ServeOptions {
+            limits,
+            ..Default::default()
+        })
+        .await
+        .0
     }
 
     fn url(&self, path: &str) -> String {
