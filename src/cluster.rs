@@ -2,7 +2,9 @@
 //! by name in the pod's namespace on a miss and kept for a short TTL. Nothing is listed or
 //! watched, so the webhook reads only objects that Harbor pods in opted-in namespaces name, with
 //! `get` permission and nothing more. A cached answer is served at once (a stale one is
-//! refreshed in the background); only a miss waits for the API server, under a timeout.
+//! refreshed in the background); only a miss waits for the API server, under a timeout. An
+//! answer that would deny a pod (no such ServiceAccount, no role) is never served from the
+//! cache, so a fix takes effect on the next try.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -130,7 +132,14 @@ impl ClusterFacts {
     /// The cached answer, fetching on a miss. `None`: unknown (the lookup failed).
     async fn lookup(self: &Arc<Self>, kind: Kind, ns: &str, name: &str) -> Option<Value> {
         let key = (ns.to_owned(), name.to_owned());
-        let cached = self.cache(kind).lock().get(&key).cloned();
+        // An answer that leads to a denial (no such object, no role) is always checked again:
+        // the user may just have fixed it, following the denial's message.
+        let cached = self
+            .cache(kind)
+            .lock()
+            .get(&key)
+            .cloned()
+            .filter(|e| !leads_to_denial(kind, &e.value));
         if let Some(e) = &cached {
             let fresh = e.fetched.elapsed() < self.ttl;
             // A stale "exists" is served now and refreshed behind; a stale "missing" is fetched
@@ -222,6 +231,16 @@ impl ClusterFacts {
             }
         }
         facts
+    }
+}
+
+fn leads_to_denial(kind: Kind, value: &Value) -> bool {
+    match (kind, value) {
+        (_, None) => true,
+        (Kind::ServiceAccount, Some(annotations)) => annotations
+            .get(crate::consts::EKS_ROLE_ARN_ANNOTATION)
+            .is_none_or(|r| r.is_empty()),
+        (Kind::ConfigMap, Some(_)) => false,
     }
 }
 

@@ -149,12 +149,12 @@ fn inject_container(c: &mut Container, wi: &WebIdentity, token_file: &str) -> bo
     if changed {
         c.env.get_or_insert_with(Vec::new).extend(add);
     }
-    if !c
-        .volume_mounts
-        .iter()
-        .flatten()
-        .any(|m| m.name == EKS_TOKEN_VOLUME)
-    {
+    // Skip the mount when the volume is mounted already, or when something else is mounted at
+    // the token path (a second mount there is invalid; the pod brings its own token).
+    let mounted = c.volume_mounts.iter().flatten().any(|m| {
+        m.name == EKS_TOKEN_VOLUME || m.mount_path.trim_end_matches('/') == EKS_TOKEN_MOUNT_PATH
+    });
+    if !mounted {
         c.volume_mounts
             .get_or_insert_with(Vec::new)
             .push(VolumeMount {
@@ -353,6 +353,29 @@ mod tests {
             "AWS_WEB_IDENTITY_TOKEN_FILE",
             "C:\\var\\run\\secrets\\eks.amazonaws.com\\serviceaccount\\token"
         )));
+    }
+
+    #[test]
+    fn a_mount_already_at_the_token_path_is_left_alone() {
+        let mut own = c("core", &[]);
+        own.volume_mounts = Some(vec![VolumeMount {
+            name: "my-token".into(),
+            mount_path: format!("{EKS_TOKEN_MOUNT_PATH}/"),
+            read_only: Some(true),
+            ..Default::default()
+        }]);
+        let mut p = pod(vec![own], &[]);
+        inject(&mut p, &wi());
+        let mounts = p.spec.as_ref().unwrap().containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            mounts.len(),
+            1,
+            "no second mount at the same path: {mounts:?}"
+        );
+        assert!(env(&p, 0).contains(&("AWS_ROLE_ARN", "arn:aws:iam::111122223333:role/harbor")));
     }
 
     #[test]

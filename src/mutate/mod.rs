@@ -611,8 +611,8 @@ fn check_role<'f>(
         },
         SaFact::Unknown => {
             notes.warnings.push(format!(
-                "ServiceAccount {namespace}/{sa} could not be checked (no cluster facts): make sure it exists and \
-                 carries {EKS_ROLE_ARN_ANNOTATION}; web identity not injected"
+                "ServiceAccount {namespace}/{sa} could not be checked (cluster facts off, or the lookup failed or \
+                 was forbidden): make sure it exists and carries {EKS_ROLE_ARN_ANNOTATION}; web identity not injected"
             ));
             return Ok(None);
         }

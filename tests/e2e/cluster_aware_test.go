@@ -373,28 +373,34 @@ func (a *aware) specIRSA(t *testing.T) {
 		}
 	})
 
-	// Our injection, like the EKS webhook's, looks for its mount by name only.
-	// A container that already mounts another volume at the token path gets
-	// a second mount there, which the API server's validation refuses.
-	t.Run("token path already mounted under another volume name: refused by API validation (mountPath must be unique)", func(t *testing.T) {
+	// The EKS webhook looks for its mount by name only; ours also leaves a
+	// container alone that already mounts something at the token path (a
+	// second mount there would be refused by the API server's validation).
+	t.Run("token path already mounted under another volume name: admitted, one mount at the path", func(t *testing.T) {
 		p := a.fixtureObj(t, coreFixture)
 		spec := p["spec"].(obj)
 		spec["volumes"] = append(spec["volumes"].([]any), obj{"name": "aws-token", "projected": obj{"sources": []any{
 			obj{"serviceAccountToken": obj{"audience": defaultAudience, "expirationSeconds": 86400, "path": "token"}}}}})
 		c := listOf(spec["containers"])[0]
 		c["volumeMounts"] = append(c["volumeMounts"].([]any), obj{"name": "aws-token", "mountPath": tokenMountPath, "readOnly": true})
-		_, _, err := a.dryRunCreate(t, nsHarbor, marshal(t, p))
-		t.Logf("API server: %v", err)
-		if err == nil {
-			t.Fatal("admitted: the API server accepted two mounts at the token path, or the webhook no longer adds one")
+		got, _, err := a.dryRunCreate(t, nsHarbor, marshal(t, p))
+		if err != nil {
+			t.Fatalf("refused: %v", err)
 		}
-		for _, want := range []string{"is invalid", "mountPath", "must be unique"} {
-			if !strings.Contains(err.Error(), want) {
-				t.Errorf("error does not contain %q", want)
+		if r := roleOf(t, got); r != roleARN {
+			t.Errorf("AWS_ROLE_ARN = %q, want %q", r, roleARN)
+		}
+		n := 0
+		for _, m := range listOf(listOf(got.raw["spec"].(obj)["containers"])[0]["volumeMounts"]) {
+			if m["mountPath"] == tokenMountPath {
+				n++
+				if m["name"] != "aws-token" {
+					t.Errorf("the mount at the token path is %v, want the pod's own aws-token", m["name"])
+				}
 			}
 		}
-		if strings.Contains(err.Error(), "admission webhook") {
-			t.Errorf("refused by a webhook, not by validation")
+		if n != 1 {
+			t.Errorf("%d mounts at %s, want 1", n, tokenMountPath)
 		}
 	})
 
