@@ -70,6 +70,8 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 	// Last: these stop the webhook.
 	t.Run("webhook down with failurePolicy Fail rejects and creates nothing", e.specWebhookDown)
 	t.Run("webhook down with the failure-policy-ignore component admits pods unchanged", e.specWebhookDownIgnore)
+	// Very last: real install, restart and uninstall replace the configuration above.
+	t.Run("install journey: apply, certificates, restart, uninstall", e.specInstallJourney)
 }
 
 func setUp(t *testing.T) *env {
