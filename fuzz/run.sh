@@ -47,15 +47,16 @@ for t in "${targets[@]}"; do
 	[[ -d seeds/$t ]] && corpora+=("seeds/$t")
 	flags=(-max_total_time="$secs" -timeout=20 -print_final_stats=1)
 	[[ -f $t.dict ]] && flags+=(-dict="$t.dict")
-	log="artifacts/$t/last-run.log"
-	before=$(find "artifacts/$t" -maxdepth 1 -type f ! -name '*.log' | wc -l)
+	mkdir -p target/run-logs
+	log="target/run-logs/$t.log"
+	before=$(find "artifacts/$t" -maxdepth 1 -type f | wc -l)
 	echo "== $t: ${secs}s (log: fuzz/$log)"
 	start=$(date +%s)
 	cargo "+$toolchain" fuzz run --sanitizer "$sanitizer" --debug-assertions "$t" "${corpora[@]}" \
 		-- "${flags[@]}" "${extra[@]}" >"$log" 2>&1
 	rc=$?
 	elapsed=$(($(date +%s) - start))
-	after=$(find "artifacts/$t" -maxdepth 1 -type f ! -name '*.log' | wc -l)
+	after=$(find "artifacts/$t" -maxdepth 1 -type f | wc -l)
 	findings=$((after - before))
 	runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
 	rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
@@ -65,7 +66,7 @@ for t in "${targets[@]}"; do
 		((findings == 0)) && findings="?"
 		echo "-- $t failed (exit $rc); the end of its log:"
 		tail -n 40 "$log"
-		find "artifacts/$t" -maxdepth 1 -type f -newermt "@$start" ! -name '*.log' -printf '   reproducer: fuzz/%p\n'
+		find "artifacts/$t" -maxdepth 1 -type f -newermt "@$start" -printf '   reproducer: fuzz/%p\n'
 	fi
 	summary+=("$(printf '%-8s %12s %10s %8s %6s %9s' "$t" "${runs:-?}" "${rate:-?}" "$elapsed" "${cov:-?}" "$findings")")
 done
