@@ -14,7 +14,7 @@ mod support;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use harbor_iam_webhook::admission;
+use harbor_iam_webhook::admission::{self, Decision};
 use harbor_iam_webhook::facts::Facts;
 use harbor_iam_webhook::mutate::{self, MutateConfig};
 use k8s_openapi::api::core::v1::Pod;
@@ -46,6 +46,13 @@ fn benches(c: &mut Criterion) {
         ("non-harbor", support::non_harbor_pod()),
     ] {
         let body = support::review_body(&pod);
+        let (_, summary) = admission::review(&body, &config, &facts).expect("a valid review");
+        let expected = if name == "core" {
+            Decision::Mutated
+        } else {
+            Decision::Skipped
+        };
+        assert_eq!(summary.decision, Some(expected), "{name}");
         group.bench_function(name, |b| {
             b.iter(|| {
                 let (out, summary) =

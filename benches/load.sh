@@ -57,7 +57,7 @@ declare -A pid=()
 server_cmd() { # NAME: the command line that serves on its port
 	case $1 in
 	ours) echo "$ours_bin" serve --aws-region eu-west-1 --listen "127.0.0.1:${port[ours]}" \
-		--tls-cert "$crt" --tls-key "$key" --metrics-listen 127.0.0.1:0 ;;
+		--tls-cert "$crt" --tls-key "$key" --metrics-listen 127.0.0.1:0 --cluster-facts off ;;
 	ceiling) echo "$ceiling_bin" serve "127.0.0.1:${port[ceiling]}" "$crt" "$key" ;;
 	esac
 }

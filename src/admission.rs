@@ -11,6 +11,8 @@ use serde_json::value::RawValue;
 use crate::facts::Facts;
 use crate::mutate::{self, Component, MutateConfig, Outcome, Skip, Target};
 
+mod diff;
+
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
 const WARNING_PREFIX: &str = "harbor-iam-webhook: ";
@@ -272,9 +274,8 @@ impl Candidate {
         }
         // Typed before vs typed after: fields our model does not know are in neither side and
         // never touched.
-        let before = serde_json::to_value(&pod).expect("a typed Pod always serialises");
-        let after = serde_json::to_value(&mutation.pod).expect("a typed Pod always serialises");
-        let patch = json_patch::diff(&before, &after);
+        // `json_patch::diff` of the two pods' `to_value`, without building those values.
+        let patch = diff::diff(&pod, &mutation.pod).expect("a typed Pod always serialises");
         let mut audit = mutation.audit;
         let decision = if patch.0.is_empty() {
             Decision::Unchanged
@@ -339,8 +340,33 @@ fn needs_of(pod: &Pod, component: Component, config: &MutateConfig) -> Needs {
 /// Phase one for one pod object (`object` is its JSON): raw labels first, then the typed pod.
 /// `namespace` is the request's, used when the object carries none.
 pub fn begin(object: &str, namespace: Option<&str>, config: &MutateConfig) -> Begin {
+    begin_with(object, head_of(object), namespace, config)
+}
+
+/// The raw labels and names, leniently: anything unreadable is absent.
+fn head_of(object: &str) -> PodHead {
+    serde_json::from_str(object).unwrap_or_default()
+}
+
+/// Deserialize without tracking the path; only a failure is parsed again, with
+/// `serde_path_to_error`, for a message that names the field. Same acceptance either way.
+fn deserialize_tracked<'de, R: serde_json::de::Read<'de>, T: Deserialize<'de>>(
+    new: impl Fn() -> serde_json::Deserializer<R>,
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    match T::deserialize(&mut new()) {
+        Ok(value) => Ok(value),
+        Err(_) => serde_path_to_error::deserialize(&mut new()),
+    }
+}
+
+/// [`begin`] with the head already read.
+fn begin_with(
+    object: &str,
+    head: PodHead,
+    namespace: Option<&str>,
+    config: &MutateConfig,
+) -> Begin {
     // 1. Raw labels, leniently: only target pods are parsed into the typed model.
-    let head: PodHead = serde_json::from_str(object).unwrap_or_default();
     let target = config.target(
         head.metadata.labels.as_ref(),
         head.metadata.annotations.as_ref(),
@@ -357,8 +383,7 @@ pub fn begin(object: &str, namespace: Option<&str>, config: &MutateConfig) -> Be
     };
     // 2. The typed pod. If it can't be read, the API server's own validation will say why; a
     //    webhook error here would hide that message.
-    let de = &mut serde_json::Deserializer::from_str(object);
-    let mut pod: Pod = match serde_path_to_error::deserialize(de) {
+    let mut pod: Pod = match deserialize_tracked(|| serde_json::Deserializer::from_str(object)) {
         Ok(p) => p,
         Err(err) => {
             let name = head
@@ -482,21 +507,22 @@ enum Parsed<'a> {
         summary: Summary,
         namespace: Option<String>,
         object: &'a str,
+        head: PodHead,
     },
 }
 
 fn parse(body: &[u8]) -> Result<Parsed<'_>, ReviewError> {
     // Errors name the field and position, never the offending value (it could be a secret).
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let parsed: ReviewIn = serde_path_to_error::deserialize(de).map_err(|e| {
-        let at = format!("line {} column {}", e.inner().line(), e.inner().column());
-        match e.inner().classify() {
-            serde_json::error::Category::Data => {
-                ReviewError::NotAReview(format!("{} ({at})", describe_parse_error(&e)))
+    let parsed: ReviewIn = deserialize_tracked(|| serde_json::Deserializer::from_slice(body))
+        .map_err(|e| {
+            let at = format!("line {} column {}", e.inner().line(), e.inner().column());
+            match e.inner().classify() {
+                serde_json::error::Category::Data => {
+                    ReviewError::NotAReview(format!("{} ({at})", describe_parse_error(&e)))
+                }
+                _ => ReviewError::NotJson(at),
             }
-            _ => ReviewError::NotJson(at),
-        }
-    })?;
+        })?;
     let (api_version, kind) = (
         parsed.api_version.unwrap_or_default(),
         parsed.kind.unwrap_or_default(),
@@ -542,12 +568,14 @@ fn parse(body: &[u8]) -> Result<Parsed<'_>, ReviewError> {
             summary,
         ));
     };
+    // Read once here for the log line and by whoever decides next.
+    let head = head_of(object.get());
     if summary.name.is_empty() {
-        let head: PodHead = serde_json::from_str(object.get()).unwrap_or_default();
-        summary.name = head
-            .metadata
+        let m = &head.metadata;
+        summary.name = m
             .name
-            .or(head.metadata.generate_name)
+            .clone()
+            .or(m.generate_name.clone())
             .unwrap_or_default();
     }
     Ok(Parsed::PodCreate {
@@ -555,31 +583,35 @@ fn parse(body: &[u8]) -> Result<Parsed<'_>, ReviewError> {
         summary,
         namespace: req.namespace,
         object: object.get(),
+        head,
     })
 }
 
 /// Phase one of answering a mutating review body.
 pub fn start(body: &[u8], config: &MutateConfig) -> Result<ReviewStep, ReviewError> {
-    let (uid, summary, namespace, object) = match parse(body)? {
+    let (uid, summary, namespace, object, head) = match parse(body)? {
         Parsed::Answered(out, s) => return Ok(ReviewStep::Answered(out, s)),
         Parsed::PodCreate {
             uid,
             summary,
             namespace,
             object,
-        } => (uid, summary, namespace, object),
+            head,
+        } => (uid, summary, namespace, object, head),
     };
-    Ok(match begin(object, namespace.as_deref(), config) {
-        Begin::Done(eval) => {
-            let (out, s) = answer(uid, summary, eval);
-            ReviewStep::Answered(out, s)
-        }
-        Begin::Candidate(candidate) => ReviewStep::Pending(PendingReview {
-            uid,
-            summary,
-            candidate,
-        }),
-    })
+    Ok(
+        match begin_with(object, head, namespace.as_deref(), config) {
+            Begin::Done(eval) => {
+                let (out, s) = answer(uid, summary, eval);
+                ReviewStep::Answered(out, s)
+            }
+            Begin::Candidate(candidate) => ReviewStep::Pending(PendingReview {
+                uid,
+                summary,
+                candidate,
+            }),
+        },
+    )
 }
 
 /// Answer one mutating AdmissionReview body with the facts at hand.
@@ -600,16 +632,16 @@ pub fn validate_review(
     body: &[u8],
     config: &MutateConfig,
 ) -> Result<(ReviewOut, Summary), ReviewError> {
-    let (uid, mut summary, namespace, object) = match parse(body)? {
+    let (uid, mut summary, namespace, object, head) = match parse(body)? {
         Parsed::Answered(out, s) => return Ok((out, s)),
         Parsed::PodCreate {
             uid,
             summary,
             namespace,
             object,
-        } => (uid, summary, namespace, object),
+            head,
+        } => (uid, summary, namespace, object, head),
     };
-    let head: PodHead = serde_json::from_str(object).unwrap_or_default();
     let target = config.target(head.metadata.labels.as_ref(), None);
     let Target::Mutate(component) = target else {
         summary.decision = Some(Decision::Skipped);

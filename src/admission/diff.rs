@@ -1,0 +1,689 @@
+//! The JSON Patch between two typed values, exactly as
+//! `json_patch::diff(&to_value(before)?, &to_value(after)?)` makes it, for a fraction of the
+//! work.
+//!
+//! Building two full `serde_json::Value` trees of a pod (a `String` and a map node for every
+//! key), walking both and dropping them was over half of a review's CPU time. Here each side is
+//! serialised once into a single JSON buffer, split into objects and arrays only down to
+//! [`SPLIT_DEPTH`]; below that a value is a byte range of its JSON text. Equal text means an
+//! equal `Value`, so equal subtrees (nearly all of a pod) cost a `memcmp`; only the values that
+//! differ are parsed and handed to `json_patch::diff`, whose operations get the prefix of where
+//! they are. Members are visited in the order `serde_json::Map` iterates them, so the
+//! operations come out in `json_patch::diff`'s order too.
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
+use serde::ser::{self, Serialize};
+use serde_json::{Map, Value};
+
+/// Objects and arrays this deep (the root is 0) are split; deeper values are JSON text.
+/// 4 splits a pod down to `/spec/containers/N/*` and `/metadata/annotations/*`, where the
+/// engine's edits are.
+const SPLIT_DEPTH: usize = 4;
+
+type Error = serde_json::Error;
+
+/// `json_patch::diff(&to_value(before), &to_value(after))`, with no `Value` of the parts that
+/// are equal. Fails only where `to_value` would.
+pub fn diff<T: Serialize + ?Sized>(before: &T, after: &T) -> Result<Patch, Error> {
+    let mut left = Tree::default();
+    let l = left.split(before)?;
+    let mut right = Tree::default();
+    let r = right.split(after)?;
+    let mut out = Diff {
+        left: &left,
+        right: &right,
+        pointer: PointerBuf::new(),
+        ops: Vec::new(),
+    };
+    out.node(&l, &r)?;
+    Ok(Patch(out.ops))
+}
+
+/// A value as far as it was split.
+#[derive(Debug)]
+enum Node {
+    /// Members in `serde_json::Map`'s iteration order, one per key (the last one serialised,
+    /// as `Map::insert` keeps).
+    Object(Vec<(String, Node)>),
+    Array(Vec<Node>),
+    /// JSON text in the tree's buffer.
+    Text(Range<usize>),
+}
+
+/// One side: the JSON text of all its unsplit values.
+#[derive(Default)]
+struct Tree {
+    buf: Vec<u8>,
+}
+
+impl Tree {
+    fn split<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<Node, Error> {
+        value.serialize(Splitter {
+            tree: self,
+            depth: 0,
+        })
+    }
+
+    fn text<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<Node, Error> {
+        let start = self.buf.len();
+        serde_json::to_writer(&mut self.buf, value)?;
+        Ok(Node::Text(start..self.buf.len()))
+    }
+
+    /// The child at `depth`: split or text.
+    fn child<T: Serialize + ?Sized>(&mut self, value: &T, depth: usize) -> Result<Node, Error> {
+        if depth < SPLIT_DEPTH {
+            value.serialize(Splitter { tree: self, depth })
+        } else {
+            self.text(value)
+        }
+    }
+
+    fn value(&self, node: &Node) -> Result<Value, Error> {
+        Ok(match node {
+            Node::Text(r) => serde_json::from_slice(&self.buf[r.clone()])?,
+            Node::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|n| self.value(n))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Node::Object(members) => {
+                let mut map = Map::new();
+                for (k, n) in members {
+                    map.insert(k.clone(), self.value(n)?);
+                }
+                Value::Object(map)
+            }
+        })
+    }
+}
+
+/// Whether `serde_json::Map` iterates in key order (its default) or in insertion order (the
+/// `preserve_order` feature, which any crate in the build could switch on).
+fn map_is_sorted() -> bool {
+    static SORTED: OnceLock<bool> = OnceLock::new();
+    *SORTED.get_or_init(|| {
+        let mut m = Map::new();
+        m.insert("b".into(), Value::Null);
+        m.insert("a".into(), Value::Null);
+        m.keys().next().is_some_and(|k| k == "a")
+    })
+}
+
+/// Members as `Map` would hold them after inserting them in serialisation order.
+fn into_map_order(mut members: Vec<(String, Node)>) -> Vec<(String, Node)> {
+    if map_is_sorted() {
+        // Stable: of equal keys the last inserted stays, as with `BTreeMap::insert`.
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(String, Node)> = Vec::with_capacity(members.len());
+        for m in members {
+            match out.last_mut() {
+                Some(last) if last.0 == m.0 => *last = m,
+                _ => out.push(m),
+            }
+        }
+        out
+    } else {
+        // Insertion order: a repeated key keeps its first place and takes the last value.
+        let mut out: Vec<(String, Node)> = Vec::with_capacity(members.len());
+        for (k, n) in members {
+            match out.iter_mut().find(|(seen, _)| *seen == k) {
+                Some(slot) => slot.1 = n,
+                None => out.push((k, n)),
+            }
+        }
+        out
+    }
+}
+
+fn find<'a>(members: &'a [(String, Node)], key: &str) -> Option<&'a Node> {
+    if map_is_sorted() {
+        members
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| &members[i].1)
+    } else {
+        members.iter().find(|(k, _)| k == key).map(|(_, n)| n)
+    }
+}
+
+struct Diff<'t> {
+    left: &'t Tree,
+    right: &'t Tree,
+    pointer: PointerBuf,
+    ops: Vec<PatchOperation>,
+}
+
+impl Diff<'_> {
+    // The same walk as `json_patch::diff`: objects by the right side's keys then the removed
+    // ones, arrays index by index with removals shifting the index, anything else replaced
+    // when unequal.
+    fn node(&mut self, l: &Node, r: &Node) -> Result<(), Error> {
+        match (l, r) {
+            (Node::Text(a), Node::Text(b))
+                if self.left.buf[a.clone()] == self.right.buf[b.clone()] => {}
+            (Node::Object(lm), Node::Object(rm)) => {
+                for (key, rv) in rm {
+                    self.pointer.push_back(key.as_str());
+                    match find(lm, key) {
+                        Some(lv) => self.node(lv, rv)?,
+                        None => {
+                            let value = self.right.value(rv)?;
+                            self.ops.push(PatchOperation::Add(AddOperation {
+                                path: self.pointer.clone(),
+                                value,
+                            }));
+                        }
+                    }
+                    self.pointer.pop_back();
+                }
+                for (key, _) in lm {
+                    if find(rm, key).is_none() {
+                        self.pointer.push_back(key.as_str());
+                        self.ops.push(PatchOperation::Remove(RemoveOperation {
+                            path: self.pointer.clone(),
+                        }));
+                        self.pointer.pop_back();
+                    }
+                }
+            }
+            (Node::Array(la), Node::Array(ra)) => {
+                let mut shift = 0usize;
+                for idx in 0..la.len().max(ra.len()) {
+                    self.pointer.push_back(idx - shift);
+                    match (la.get(idx), ra.get(idx)) {
+                        (Some(lv), Some(rv)) => self.node(lv, rv)?,
+                        (Some(_), None) => {
+                            shift += 1;
+                            self.ops.push(PatchOperation::Remove(RemoveOperation {
+                                path: self.pointer.clone(),
+                            }));
+                        }
+                        (None, Some(rv)) => {
+                            let value = self.right.value(rv)?;
+                            self.ops.push(PatchOperation::Add(AddOperation {
+                                path: self.pointer.clone(),
+                                value,
+                            }));
+                        }
+                        (None, None) => {}
+                    }
+                    self.pointer.pop_back();
+                }
+            }
+            // Unequal text, or shapes that differ: diff the two values themselves.
+            _ => {
+                let (a, b) = (self.left.value(l)?, self.right.value(r)?);
+                if a == b {
+                    return Ok(());
+                }
+                for op in json_patch::diff(&a, &b).0 {
+                    self.ops.push(match op {
+                        PatchOperation::Add(o) => PatchOperation::Add(AddOperation {
+                            path: self.pointer.concat(&o.path),
+                            value: o.value,
+                        }),
+                        PatchOperation::Remove(o) => PatchOperation::Remove(RemoveOperation {
+                            path: self.pointer.concat(&o.path),
+                        }),
+                        PatchOperation::Replace(o) => PatchOperation::Replace(ReplaceOperation {
+                            path: self.pointer.concat(&o.path),
+                            value: o.value,
+                        }),
+                        // `diff` makes no other kind; keep any it might one day, re-rooted.
+                        other => {
+                            return Err(ser::Error::custom(format!(
+                                "unexpected diff operation {other}"
+                            )));
+                        }
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- the splitting serializer --------------------------------------------------------------
+
+/// Serialises one value at `depth`: objects and arrays become [`Node`]s whose members are
+/// split further (or written as text below [`SPLIT_DEPTH`]); scalars become text. Mirrors
+/// `serde_json::value::Serializer` (what `to_value` uses) shape for shape.
+struct Splitter<'a> {
+    tree: &'a mut Tree,
+    depth: usize,
+}
+
+struct SeqSplitter<'a> {
+    tree: &'a mut Tree,
+    depth: usize,
+    items: Vec<Node>,
+    /// `Some(variant)`: a tuple variant, `{variant: [...]}`.
+    variant: Option<&'static str>,
+}
+
+struct MapSplitter<'a> {
+    tree: &'a mut Tree,
+    depth: usize,
+    members: Vec<(String, Node)>,
+    next_key: Option<String>,
+    /// `Some(variant)`: a struct variant, `{variant: {...}}`.
+    variant: Option<&'static str>,
+}
+
+fn wrap_variant(variant: Option<&'static str>, node: Node) -> Node {
+    match variant {
+        Some(v) => Node::Object(vec![(v.to_owned(), node)]),
+        None => node,
+    }
+}
+
+macro_rules! text_scalars {
+    ($($method:ident: $ty:ty),* $(,)?) => {
+        $(fn $method(self, v: $ty) -> Result<Node, Error> {
+            self.tree.text(&v)
+        })*
+    };
+}
+
+impl<'a> ser::Serializer for Splitter<'a> {
+    type Ok = Node;
+    type Error = Error;
+    type SerializeSeq = SeqSplitter<'a>;
+    type SerializeTuple = SeqSplitter<'a>;
+    type SerializeTupleStruct = SeqSplitter<'a>;
+    type SerializeTupleVariant = SeqSplitter<'a>;
+    type SerializeMap = MapSplitter<'a>;
+    type SerializeStruct = MapSplitter<'a>;
+    type SerializeStructVariant = MapSplitter<'a>;
+
+    text_scalars!(
+        serialize_bool: bool,
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_i128: i128,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_u128: u128,
+        serialize_f32: f32,
+        serialize_f64: f64,
+        serialize_char: char,
+        serialize_str: &str,
+        serialize_bytes: &[u8],
+    );
+
+    fn serialize_none(self) -> Result<Node, Error> {
+        self.tree.text(&())
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Node, Error> {
+        value.serialize(self)
+    }
+
+    fn serialize_unit(self) -> Result<Node, Error> {
+        self.tree.text(&())
+    }
+
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<Node, Error> {
+        self.tree.text(&())
+    }
+
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<Node, Error> {
+        self.tree.text(variant)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<Node, Error> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<Node, Error> {
+        let inner = self.tree.child(value, self.depth + 1)?;
+        Ok(Node::Object(vec![(variant.to_owned(), inner)]))
+    }
+
+    fn serialize_seq(self, len: Option<usize>) -> Result<SeqSplitter<'a>, Error> {
+        Ok(SeqSplitter {
+            tree: self.tree,
+            depth: self.depth,
+            items: Vec::with_capacity(len.unwrap_or(0)),
+            variant: None,
+        })
+    }
+
+    fn serialize_tuple(self, len: usize) -> Result<SeqSplitter<'a>, Error> {
+        self.serialize_seq(Some(len))
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> Result<SeqSplitter<'a>, Error> {
+        self.serialize_seq(Some(len))
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<SeqSplitter<'a>, Error> {
+        // The array sits one level below the `{variant: ...}` object.
+        Ok(SeqSplitter {
+            tree: self.tree,
+            depth: self.depth + 1,
+            items: Vec::with_capacity(len),
+            variant: Some(variant),
+        })
+    }
+
+    fn serialize_map(self, len: Option<usize>) -> Result<MapSplitter<'a>, Error> {
+        Ok(MapSplitter {
+            tree: self.tree,
+            depth: self.depth,
+            members: Vec::with_capacity(len.unwrap_or(0)),
+            next_key: None,
+            variant: None,
+        })
+    }
+
+    fn serialize_struct(self, _name: &'static str, len: usize) -> Result<MapSplitter<'a>, Error> {
+        self.serialize_map(Some(len))
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<MapSplitter<'a>, Error> {
+        Ok(MapSplitter {
+            tree: self.tree,
+            depth: self.depth + 1,
+            members: Vec::with_capacity(len),
+            next_key: None,
+            variant: Some(variant),
+        })
+    }
+}
+
+impl SeqSplitter<'_> {
+    fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        let node = self.tree.child(value, self.depth + 1)?;
+        self.items.push(node);
+        Ok(())
+    }
+
+    fn finish(self) -> Node {
+        wrap_variant(self.variant, Node::Array(self.items))
+    }
+}
+
+impl ser::SerializeSeq for SeqSplitter<'_> {
+    type Ok = Node;
+    type Error = Error;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Node, Error> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeTuple for SeqSplitter<'_> {
+    type Ok = Node;
+    type Error = Error;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Node, Error> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeTupleStruct for SeqSplitter<'_> {
+    type Ok = Node;
+    type Error = Error;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Node, Error> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeTupleVariant for SeqSplitter<'_> {
+    type Ok = Node;
+    type Error = Error;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Node, Error> {
+        Ok(self.finish())
+    }
+}
+
+impl MapSplitter<'_> {
+    fn member<T: Serialize + ?Sized>(&mut self, key: String, value: &T) -> Result<(), Error> {
+        let node = self.tree.child(value, self.depth + 1)?;
+        self.members.push((key, node));
+        Ok(())
+    }
+
+    fn finish(self) -> Node {
+        wrap_variant(self.variant, Node::Object(into_map_order(self.members)))
+    }
+}
+
+impl ser::SerializeMap for MapSplitter<'_> {
+    type Ok = Node;
+    type Error = Error;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
+        // The key as `to_value` makes it: whatever `serde_json` accepts as an object key.
+        self.next_key = match serde_json::to_value(key)? {
+            Value::String(s) => Some(s),
+            other => Some(other.to_string()),
+        };
+        Ok(())
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        let key = self
+            .next_key
+            .take()
+            .ok_or_else(|| <Error as ser::Error>::custom("map value without a key"))?;
+        self.member(key, value)
+    }
+    fn end(self) -> Result<Node, Error> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeStruct for MapSplitter<'_> {
+    type Ok = Node;
+    type Error = Error;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.member(key.to_owned(), value)
+    }
+    fn end(self) -> Result<Node, Error> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeStructVariant for MapSplitter<'_> {
+    type Ok = Node;
+    type Error = Error;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.member(key.to_owned(), value)
+    }
+    fn end(self) -> Result<Node, Error> {
+        Ok(self.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde::Serialize;
+    use serde_json::json;
+
+    use super::*;
+
+    fn reference<T: Serialize>(a: &T, b: &T) -> Patch {
+        json_patch::diff(
+            &serde_json::to_value(a).unwrap(),
+            &serde_json::to_value(b).unwrap(),
+        )
+    }
+
+    fn same<T: Serialize>(a: &T, b: &T) {
+        assert_eq!(diff(a, b).unwrap(), reference(a, b));
+        assert_eq!(diff(b, a).unwrap(), reference(b, a));
+        assert!(diff(a, a).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn values_of_every_shape_diff_like_json_patch() {
+        let a = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"a/b": "1", "c~d": "2"}, "annotations": {"x": "y"}},
+            "spec": {
+                "containers": [
+                    {"name": "c", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                     "deep": {"deeper": {"deepest": [1, 2, {"k": "v"}]}}},
+                    {"name": "d", "ports": [{"containerPort": 80}]}
+                ],
+                "serviceAccountName": "default",
+                "n": 1, "f": 1.5, "t": true, "z": null
+            }
+        });
+        let mut b = a.clone();
+        b["metadata"]["annotations"]["harbor-iam-webhook/status"] = json!("injected");
+        b["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove("c~d");
+        b["spec"]["containers"][0]["env"][0]["value"] = json!("");
+        b["spec"]["containers"][0]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "C", "value": "3"}));
+        b["spec"]["containers"][0]["deep"]["deeper"]["deepest"][2]["k"] = json!("w");
+        b["spec"]["containers"].as_array_mut().unwrap().remove(1);
+        b["spec"]["serviceAccountName"] = json!("harbor-sa");
+        b["spec"]["n"] = json!(2);
+        b["spec"]["f"] = json!({"now": "an object"});
+        b["spec"]["z"] = json!([]);
+        b["spec"]["volumes"] = json!([{"name": "token"}]);
+        same(&a, &b);
+        same(&json!(1), &json!("x"));
+        same(&json!([1, 2, 3]), &json!([1]));
+        same(&json!({}), &json!({"a": [1]}));
+    }
+
+    #[test]
+    fn every_fixture_pod_and_its_mutation_diff_like_json_patch() {
+        use k8s_openapi::api::core::v1::Pod;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pods");
+        let config = crate::mutate::MutateConfig::new("eu-west-1");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let pod: Pod = serde_yaml_ng::from_str(&text).unwrap();
+            let facts = crate::facts::Facts::default();
+            let Ok(m) = crate::mutate::mutate(&pod, &config, &facts) else {
+                continue;
+            };
+            same(&pod, &m.pod);
+            seen += 1;
+        }
+        assert!(seen >= 10, "{seen} fixtures");
+    }
+
+    #[derive(Serialize)]
+    enum Shape {
+        Unit,
+        Newtype(u32),
+        Tuple(u8, String),
+        Struct { a: Vec<u8>, b: Option<u8> },
+    }
+
+    #[derive(Serialize)]
+    struct Typed {
+        shapes: Vec<Shape>,
+        by_number: BTreeMap<u32, String>,
+        bytes: Vec<u8>,
+        nan: f64,
+        big: u128,
+    }
+
+    #[test]
+    fn every_serde_shape_diffs_like_to_value() {
+        let a = Typed {
+            shapes: vec![
+                Shape::Unit,
+                Shape::Newtype(1),
+                Shape::Tuple(1, "x".into()),
+                Shape::Struct {
+                    a: vec![1],
+                    b: None,
+                },
+            ],
+            by_number: BTreeMap::from([(1, "one".into()), (10, "ten".into()), (2, "two".into())]),
+            bytes: vec![1, 2],
+            nan: f64::NAN,
+            big: 1,
+        };
+        let b = Typed {
+            shapes: vec![
+                Shape::Newtype(2),
+                Shape::Unit,
+                Shape::Tuple(1, "y".into()),
+                Shape::Struct {
+                    a: vec![1, 2],
+                    b: Some(3),
+                },
+                Shape::Unit,
+            ],
+            by_number: BTreeMap::from([(1, "uno".into()), (3, "three".into())]),
+            bytes: vec![2],
+            nan: 0.5,
+            big: u128::from(u64::MAX),
+        };
+        same(&a, &b);
+    }
+}
