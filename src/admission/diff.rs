@@ -686,4 +686,55 @@ mod tests {
         };
         same(&a, &b);
     }
+
+    fn json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-3i64..3).prop_map(Value::from),
+            prop::sample::select(vec!["", "a", "a/b", "c~d", "value"]).prop_map(Value::from),
+        ];
+        leaf.prop_recursive(6, 48, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop::sample::select(vec!["a", "b", "env", "x/y", "m~n", "value"])
+                        .prop_map(String::from),
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+        /// Any two JSON documents, and one with a small edit of the other (the usual case).
+        #[test]
+        fn random_documents_diff_like_json_patch(a in json(), b in json(), path in proptest::collection::vec(0usize..4, 0..6), leaf in json()) {
+            same(&a, &b);
+            // Walk down `path` to pick a node, then replace it.
+            let mut pointer = String::new();
+            let mut node = &a;
+            for i in path {
+                let (token, next) = match node {
+                    Value::Array(v) if !v.is_empty() => ((i % v.len()).to_string(), &v[i % v.len()]),
+                    Value::Object(m) if !m.is_empty() => {
+                        let (k, v) = m.iter().nth(i % m.len()).unwrap();
+                        (k.replace('~', "~0").replace('/', "~1"), v)
+                    }
+                    _ => break,
+                };
+                pointer.push('/');
+                pointer.push_str(&token);
+                node = next;
+            }
+            let mut edited = a.clone();
+            *edited.pointer_mut(&pointer).unwrap() = leaf;
+            same(&a, &edited);
+        }
+    }
 }
