@@ -4,13 +4,14 @@
 //!
 //! Building two full `serde_json::Value` trees of a pod (a `String` and a map node for every
 //! key), walking both and dropping them was over half of a review's CPU time. Here each side is
-//! serialised once into a single JSON buffer, split into objects and arrays only down to
-//! [`SPLIT_DEPTH`]; below that a value is a byte range of its JSON text. Equal text means an
-//! equal `Value`, so equal subtrees (nearly all of a pod) cost a `memcmp`; only the values that
-//! differ are parsed and handed to `json_patch::diff`, whose operations get the prefix of where
-//! they are. Members are visited in the order `serde_json::Map` iterates them, so the
-//! operations come out in `json_patch::diff`'s order too.
+//! serialised once, as compact JSON text into one buffer, and split into objects and arrays
+//! down to [`SPLIT_DEPTH`]; every node knows the range of its text. Equal text means an equal
+//! `Value`, so an equal subtree (nearly all of a pod) costs one `memcmp`; only values that
+//! differ below the split are parsed and handed to `json_patch::diff`, whose operations get the
+//! prefix of where they are. Members are visited in the order `serde_json::Map` iterates them,
+//! so the operations come out in `json_patch::diff`'s order too.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -19,12 +20,13 @@ use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOp
 use serde::ser::{self, Serialize};
 use serde_json::{Map, Value};
 
-/// Objects and arrays this deep (the root is 0) are split; deeper values are JSON text.
+/// Objects and arrays this deep (the root is 0) are split; deeper values are only text.
 /// 4 splits a pod down to `/spec/containers/N/*` and `/metadata/annotations/*`, where the
 /// engine's edits are.
 const SPLIT_DEPTH: usize = 4;
 
 type Error = serde_json::Error;
+type Key = Cow<'static, str>;
 
 /// `json_patch::diff(&to_value(before), &to_value(after))`, with no `Value` of the parts that
 /// are equal. Fails only where `to_value` would.
@@ -43,18 +45,24 @@ pub fn diff<T: Serialize + ?Sized>(before: &T, after: &T) -> Result<Patch, Error
     Ok(Patch(out.ops))
 }
 
-/// A value as far as it was split.
+/// A value: its JSON text in the tree's buffer, and its parts if it was split.
 #[derive(Debug)]
-enum Node {
-    /// Members in `serde_json::Map`'s iteration order, one per key (the last one serialised,
-    /// as `Map::insert` keeps).
-    Object(Vec<(String, Node)>),
-    Array(Vec<Node>),
-    /// JSON text in the tree's buffer.
-    Text(Range<usize>),
+struct Node {
+    text: Range<usize>,
+    parts: Parts,
 }
 
-/// One side: the JSON text of all its unsplit values.
+#[derive(Debug)]
+enum Parts {
+    /// Members in `serde_json::Map`'s iteration order, one per key (the last one serialised,
+    /// as `Map::insert` keeps).
+    Object(Vec<(Key, Node)>),
+    Array(Vec<Node>),
+    /// A scalar, or a value below the split depth.
+    None,
+}
+
+/// One side: the JSON text of the whole value.
 #[derive(Default)]
 struct Tree {
     buf: Vec<u8>,
@@ -71,10 +79,13 @@ impl Tree {
     fn text<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<Node, Error> {
         let start = self.buf.len();
         serde_json::to_writer(&mut self.buf, value)?;
-        Ok(Node::Text(start..self.buf.len()))
+        Ok(Node {
+            text: start..self.buf.len(),
+            parts: Parts::None,
+        })
     }
 
-    /// The child at `depth`: split or text.
+    /// The child at `depth`: split or only text.
     fn child<T: Serialize + ?Sized>(&mut self, value: &T, depth: usize) -> Result<Node, Error> {
         if depth < SPLIT_DEPTH {
             value.serialize(Splitter { tree: self, depth })
@@ -83,23 +94,21 @@ impl Tree {
         }
     }
 
+    /// `"key":`
+    fn key(&mut self, key: &str) -> Result<(), Error> {
+        serde_json::to_writer(&mut self.buf, key)?;
+        self.buf.push(b':');
+        Ok(())
+    }
+
+    fn bytes(&self, node: &Node) -> &[u8] {
+        &self.buf[node.text.clone()]
+    }
+
+    /// The node's `Value`: what `to_value` made of it (parsing keeps the last of repeated
+    /// keys, as `Map::insert` does).
     fn value(&self, node: &Node) -> Result<Value, Error> {
-        Ok(match node {
-            Node::Text(r) => serde_json::from_slice(&self.buf[r.clone()])?,
-            Node::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|n| self.value(n))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Node::Object(members) => {
-                let mut map = Map::new();
-                for (k, n) in members {
-                    map.insert(k.clone(), self.value(n)?);
-                }
-                Value::Object(map)
-            }
-        })
+        serde_json::from_slice(self.bytes(node))
     }
 }
 
@@ -116,39 +125,56 @@ fn map_is_sorted() -> bool {
 }
 
 /// Members as `Map` would hold them after inserting them in serialisation order.
-fn into_map_order(mut members: Vec<(String, Node)>) -> Vec<(String, Node)> {
+fn into_map_order(mut members: Vec<(Key, Node)>) -> Vec<(Key, Node)> {
+    let mut out: Vec<(Key, Node)> = Vec::with_capacity(members.len());
     if map_is_sorted() {
         // Stable: of equal keys the last inserted stays, as with `BTreeMap::insert`.
         members.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(String, Node)> = Vec::with_capacity(members.len());
         for m in members {
             match out.last_mut() {
                 Some(last) if last.0 == m.0 => *last = m,
                 _ => out.push(m),
             }
         }
-        out
     } else {
         // Insertion order: a repeated key keeps its first place and takes the last value.
-        let mut out: Vec<(String, Node)> = Vec::with_capacity(members.len());
         for (k, n) in members {
             match out.iter_mut().find(|(seen, _)| *seen == k) {
                 Some(slot) => slot.1 = n,
                 None => out.push((k, n)),
             }
         }
-        out
     }
+    out
 }
 
-fn find<'a>(members: &'a [(String, Node)], key: &str) -> Option<&'a Node> {
-    if map_is_sorted() {
-        members
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
-            .ok()
-            .map(|i| &members[i].1)
-    } else {
-        members.iter().find(|(k, _)| k == key).map(|(_, n)| n)
+/// Looks keys up in map order; with sorted maps and keys asked in order, a merge walk.
+struct Finder<'a> {
+    members: &'a [(Key, Node)],
+    cursor: usize,
+}
+
+impl<'a> Finder<'a> {
+    fn new(members: &'a [(Key, Node)]) -> Self {
+        Finder { members, cursor: 0 }
+    }
+
+    fn find(&mut self, key: &str) -> Option<&'a Node> {
+        if map_is_sorted() {
+            while self
+                .members
+                .get(self.cursor)
+                .is_some_and(|(k, _)| k.as_ref() < key)
+            {
+                self.cursor += 1;
+            }
+            match self.members.get(self.cursor) {
+                Some((k, n)) if k == key => Some(n),
+                _ => None,
+            }
+        } else {
+            self.members.iter().find(|(k, _)| k == key).map(|(_, n)| n)
+        }
     }
 }
 
@@ -160,68 +186,87 @@ struct Diff<'t> {
 }
 
 impl Diff<'_> {
+    fn equal(&self, l: &Node, r: &Node) -> bool {
+        self.left.bytes(l) == self.right.bytes(r)
+    }
+
+    fn add(&mut self, r: &Node) -> Result<(), Error> {
+        let value = self.right.value(r)?;
+        self.ops.push(PatchOperation::Add(AddOperation {
+            path: self.pointer.clone(),
+            value,
+        }));
+        Ok(())
+    }
+
+    fn remove(&mut self) {
+        self.ops.push(PatchOperation::Remove(RemoveOperation {
+            path: self.pointer.clone(),
+        }));
+    }
+
     // The same walk as `json_patch::diff`: objects by the right side's keys then the removed
     // ones, arrays index by index with removals shifting the index, anything else replaced
-    // when unequal.
+    // when unequal. Equal subtrees are skipped before the pointer is even extended.
     fn node(&mut self, l: &Node, r: &Node) -> Result<(), Error> {
-        match (l, r) {
-            (Node::Text(a), Node::Text(b))
-                if self.left.buf[a.clone()] == self.right.buf[b.clone()] => {}
-            (Node::Object(lm), Node::Object(rm)) => {
+        if self.equal(l, r) {
+            return Ok(());
+        }
+        match (&l.parts, &r.parts) {
+            (Parts::Object(lm), Parts::Object(rm)) => {
+                let mut left = Finder::new(lm);
                 for (key, rv) in rm {
-                    self.pointer.push_back(key.as_str());
-                    match find(lm, key) {
-                        Some(lv) => self.node(lv, rv)?,
+                    match left.find(key) {
+                        Some(lv) if self.equal(lv, rv) => {}
+                        Some(lv) => {
+                            self.pointer.push_back(key.as_ref());
+                            self.node(lv, rv)?;
+                            self.pointer.pop_back();
+                        }
                         None => {
-                            let value = self.right.value(rv)?;
-                            self.ops.push(PatchOperation::Add(AddOperation {
-                                path: self.pointer.clone(),
-                                value,
-                            }));
+                            self.pointer.push_back(key.as_ref());
+                            self.add(rv)?;
+                            self.pointer.pop_back();
                         }
                     }
-                    self.pointer.pop_back();
                 }
+                let mut right = Finder::new(rm);
                 for (key, _) in lm {
-                    if find(rm, key).is_none() {
-                        self.pointer.push_back(key.as_str());
-                        self.ops.push(PatchOperation::Remove(RemoveOperation {
-                            path: self.pointer.clone(),
-                        }));
+                    if right.find(key).is_none() {
+                        self.pointer.push_back(key.as_ref());
+                        self.remove();
                         self.pointer.pop_back();
                     }
                 }
             }
-            (Node::Array(la), Node::Array(ra)) => {
+            (Parts::Array(la), Parts::Array(ra)) => {
                 let mut shift = 0usize;
                 for idx in 0..la.len().max(ra.len()) {
-                    self.pointer.push_back(idx - shift);
                     match (la.get(idx), ra.get(idx)) {
-                        (Some(lv), Some(rv)) => self.node(lv, rv)?,
+                        (Some(lv), Some(rv)) if self.equal(lv, rv) => {}
+                        (Some(lv), Some(rv)) => {
+                            self.pointer.push_back(idx - shift);
+                            self.node(lv, rv)?;
+                            self.pointer.pop_back();
+                        }
                         (Some(_), None) => {
+                            self.pointer.push_back(idx - shift);
+                            self.remove();
+                            self.pointer.pop_back();
                             shift += 1;
-                            self.ops.push(PatchOperation::Remove(RemoveOperation {
-                                path: self.pointer.clone(),
-                            }));
                         }
                         (None, Some(rv)) => {
-                            let value = self.right.value(rv)?;
-                            self.ops.push(PatchOperation::Add(AddOperation {
-                                path: self.pointer.clone(),
-                                value,
-                            }));
+                            self.pointer.push_back(idx - shift);
+                            self.add(rv)?;
+                            self.pointer.pop_back();
                         }
                         (None, None) => {}
                     }
-                    self.pointer.pop_back();
                 }
             }
-            // Unequal text, or shapes that differ: diff the two values themselves.
+            // Unequal and not split further, or of different shapes: diff the two values.
             _ => {
                 let (a, b) = (self.left.value(l)?, self.right.value(r)?);
-                if a == b {
-                    return Ok(());
-                }
                 for op in json_patch::diff(&a, &b).0 {
                     self.ops.push(match op {
                         PatchOperation::Add(o) => PatchOperation::Add(AddOperation {
@@ -235,7 +280,7 @@ impl Diff<'_> {
                             path: self.pointer.concat(&o.path),
                             value: o.value,
                         }),
-                        // `diff` makes no other kind; keep any it might one day, re-rooted.
+                        // `diff` makes no other kind.
                         other => {
                             return Err(ser::Error::custom(format!(
                                 "unexpected diff operation {other}"
@@ -251,35 +296,52 @@ impl Diff<'_> {
 
 // ---- the splitting serializer --------------------------------------------------------------
 
-/// Serialises one value at `depth`: objects and arrays become [`Node`]s whose members are
-/// split further (or written as text below [`SPLIT_DEPTH`]); scalars become text. Mirrors
-/// `serde_json::value::Serializer` (what `to_value` uses) shape for shape.
+/// Serialises one value at `depth` as compact JSON into the tree's buffer: objects and arrays
+/// also become [`Parts`] whose members are split further (or only written, at
+/// [`SPLIT_DEPTH`]). Mirrors `serde_json`'s own serializers shape for shape.
 struct Splitter<'a> {
     tree: &'a mut Tree,
     depth: usize,
 }
 
+/// A tuple or struct variant: `{"variant":` is written before its array or object.
+struct Variant {
+    name: &'static str,
+    start: usize,
+}
+
 struct SeqSplitter<'a> {
     tree: &'a mut Tree,
     depth: usize,
+    start: usize,
     items: Vec<Node>,
-    /// `Some(variant)`: a tuple variant, `{variant: [...]}`.
-    variant: Option<&'static str>,
+    variant: Option<Variant>,
 }
 
 struct MapSplitter<'a> {
     tree: &'a mut Tree,
     depth: usize,
-    members: Vec<(String, Node)>,
+    start: usize,
+    members: Vec<(Key, Node)>,
     next_key: Option<String>,
-    /// `Some(variant)`: a struct variant, `{variant: {...}}`.
-    variant: Option<&'static str>,
+    variant: Option<Variant>,
 }
 
-fn wrap_variant(variant: Option<&'static str>, node: Node) -> Node {
+/// The node of a finished array or object, inside `{"variant": ...}` if it is one.
+fn close(tree: &mut Tree, start: usize, parts: Parts, variant: Option<Variant>) -> Node {
+    let inner = Node {
+        text: start..tree.buf.len(),
+        parts,
+    };
     match variant {
-        Some(v) => Node::Object(vec![(v.to_owned(), node)]),
-        None => node,
+        None => inner,
+        Some(v) => {
+            tree.buf.push(b'}');
+            Node {
+                text: v.start..tree.buf.len(),
+                parts: Parts::Object(vec![(Cow::Borrowed(v.name), inner)]),
+            }
+        }
     }
 }
 
@@ -289,6 +351,40 @@ macro_rules! text_scalars {
             self.tree.text(&v)
         })*
     };
+}
+
+impl<'a> Splitter<'a> {
+    fn open_variant(&mut self, name: &'static str) -> Result<Variant, Error> {
+        let start = self.tree.buf.len();
+        self.tree.buf.push(b'{');
+        self.tree.key(name)?;
+        Ok(Variant { name, start })
+    }
+
+    fn seq(self, len: usize, variant: Option<Variant>) -> SeqSplitter<'a> {
+        let start = self.tree.buf.len();
+        self.tree.buf.push(b'[');
+        SeqSplitter {
+            tree: self.tree,
+            depth: self.depth,
+            start,
+            items: Vec::with_capacity(len),
+            variant,
+        }
+    }
+
+    fn map(self, len: usize, variant: Option<Variant>) -> MapSplitter<'a> {
+        let start = self.tree.buf.len();
+        self.tree.buf.push(b'{');
+        MapSplitter {
+            tree: self.tree,
+            depth: self.depth,
+            start,
+            members: Vec::with_capacity(len),
+            next_key: None,
+            variant,
+        }
+    }
 }
 
 impl<'a> ser::Serializer for Splitter<'a> {
@@ -355,27 +451,27 @@ impl<'a> ser::Serializer for Splitter<'a> {
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
+        mut self,
         _name: &'static str,
         _index: u32,
         variant: &'static str,
         value: &T,
     ) -> Result<Node, Error> {
+        let v = self.open_variant(variant)?;
         let inner = self.tree.child(value, self.depth + 1)?;
-        Ok(Node::Object(vec![(variant.to_owned(), inner)]))
-    }
-
-    fn serialize_seq(self, len: Option<usize>) -> Result<SeqSplitter<'a>, Error> {
-        Ok(SeqSplitter {
-            tree: self.tree,
-            depth: self.depth,
-            items: Vec::with_capacity(len.unwrap_or(0)),
-            variant: None,
+        self.tree.buf.push(b'}');
+        Ok(Node {
+            text: v.start..self.tree.buf.len(),
+            parts: Parts::Object(vec![(Cow::Borrowed(variant), inner)]),
         })
     }
 
+    fn serialize_seq(self, len: Option<usize>) -> Result<SeqSplitter<'a>, Error> {
+        Ok(self.seq(len.unwrap_or(0), None))
+    }
+
     fn serialize_tuple(self, len: usize) -> Result<SeqSplitter<'a>, Error> {
-        self.serialize_seq(Some(len))
+        Ok(self.seq(len, None))
     }
 
     fn serialize_tuple_struct(
@@ -383,65 +479,61 @@ impl<'a> ser::Serializer for Splitter<'a> {
         _name: &'static str,
         len: usize,
     ) -> Result<SeqSplitter<'a>, Error> {
-        self.serialize_seq(Some(len))
+        Ok(self.seq(len, None))
     }
 
     fn serialize_tuple_variant(
-        self,
+        mut self,
         _name: &'static str,
         _index: u32,
         variant: &'static str,
         len: usize,
     ) -> Result<SeqSplitter<'a>, Error> {
         // The array sits one level below the `{variant: ...}` object.
-        Ok(SeqSplitter {
-            tree: self.tree,
-            depth: self.depth + 1,
-            items: Vec::with_capacity(len),
-            variant: Some(variant),
-        })
+        let v = self.open_variant(variant)?;
+        self.depth += 1;
+        Ok(self.seq(len, Some(v)))
     }
 
     fn serialize_map(self, len: Option<usize>) -> Result<MapSplitter<'a>, Error> {
-        Ok(MapSplitter {
-            tree: self.tree,
-            depth: self.depth,
-            members: Vec::with_capacity(len.unwrap_or(0)),
-            next_key: None,
-            variant: None,
-        })
+        Ok(self.map(len.unwrap_or(0), None))
     }
 
     fn serialize_struct(self, _name: &'static str, len: usize) -> Result<MapSplitter<'a>, Error> {
-        self.serialize_map(Some(len))
+        Ok(self.map(len, None))
     }
 
     fn serialize_struct_variant(
-        self,
+        mut self,
         _name: &'static str,
         _index: u32,
         variant: &'static str,
         len: usize,
     ) -> Result<MapSplitter<'a>, Error> {
-        Ok(MapSplitter {
-            tree: self.tree,
-            depth: self.depth + 1,
-            members: Vec::with_capacity(len),
-            next_key: None,
-            variant: Some(variant),
-        })
+        let v = self.open_variant(variant)?;
+        self.depth += 1;
+        Ok(self.map(len, Some(v)))
     }
 }
 
 impl SeqSplitter<'_> {
     fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        if !self.items.is_empty() {
+            self.tree.buf.push(b',');
+        }
         let node = self.tree.child(value, self.depth + 1)?;
         self.items.push(node);
         Ok(())
     }
 
     fn finish(self) -> Node {
-        wrap_variant(self.variant, Node::Array(self.items))
+        self.tree.buf.push(b']');
+        close(
+            self.tree,
+            self.start,
+            Parts::Array(self.items),
+            self.variant,
+        )
     }
 }
 
@@ -490,14 +582,20 @@ impl ser::SerializeTupleVariant for SeqSplitter<'_> {
 }
 
 impl MapSplitter<'_> {
-    fn member<T: Serialize + ?Sized>(&mut self, key: String, value: &T) -> Result<(), Error> {
+    fn member<T: Serialize + ?Sized>(&mut self, key: Key, value: &T) -> Result<(), Error> {
+        if !self.members.is_empty() {
+            self.tree.buf.push(b',');
+        }
+        self.tree.key(&key)?;
         let node = self.tree.child(value, self.depth + 1)?;
         self.members.push((key, node));
         Ok(())
     }
 
     fn finish(self) -> Node {
-        wrap_variant(self.variant, Node::Object(into_map_order(self.members)))
+        self.tree.buf.push(b'}');
+        let parts = Parts::Object(into_map_order(self.members));
+        close(self.tree, self.start, parts, self.variant)
     }
 }
 
@@ -506,10 +604,10 @@ impl ser::SerializeMap for MapSplitter<'_> {
     type Error = Error;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
         // The key as `to_value` makes it: whatever `serde_json` accepts as an object key.
-        self.next_key = match serde_json::to_value(key)? {
-            Value::String(s) => Some(s),
-            other => Some(other.to_string()),
-        };
+        self.next_key = Some(match serde_json::to_value(key)? {
+            Value::String(s) => s,
+            other => other.to_string(),
+        });
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
@@ -517,7 +615,7 @@ impl ser::SerializeMap for MapSplitter<'_> {
             .next_key
             .take()
             .ok_or_else(|| <Error as ser::Error>::custom("map value without a key"))?;
-        self.member(key, value)
+        self.member(Cow::Owned(key), value)
     }
     fn end(self) -> Result<Node, Error> {
         Ok(self.finish())
@@ -532,7 +630,7 @@ impl ser::SerializeStruct for MapSplitter<'_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        self.member(key.to_owned(), value)
+        self.member(Cow::Borrowed(key), value)
     }
     fn end(self) -> Result<Node, Error> {
         Ok(self.finish())
@@ -547,7 +645,7 @@ impl ser::SerializeStructVariant for MapSplitter<'_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        self.member(key.to_owned(), value)
+        self.member(Cow::Borrowed(key), value)
     }
     fn end(self) -> Result<Node, Error> {
         Ok(self.finish())
