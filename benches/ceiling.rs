@@ -362,6 +362,16 @@ fn report(dir: &Path) -> anyhow::Result<()> {
         ),
         ("rss_soak_kib", "RSS after +100,000 reviews, MiB", 1024.0),
         ("hwm_kib", "peak RSS (VmHWM), MiB", 1024.0),
+        (
+            "rss_anon_kib",
+            "… of it at the end: heap and stacks (RssAnon), MiB",
+            1024.0,
+        ),
+        (
+            "rss_file_kib",
+            "… of it at the end: mapped binary and libraries (RssFile), MiB",
+            1024.0,
+        ),
         ("binary_bytes", "binary as built, MB", 1e6),
         ("binary_stripped_bytes", "binary stripped, MB", 1e6),
     ] {

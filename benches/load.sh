@@ -144,6 +144,8 @@ for name in ours ceiling; do
 	oha_run "$name" core $((soak / 2)) "$OUT/soak2-$name.json" -c 32
 	fact rss_soak_kib "$name" "$(status_kib "${pid[$name]}" VmRSS)"
 	fact hwm_kib "$name" "$(status_kib "${pid[$name]}" VmHWM)"
+	fact rss_anon_kib "$name" "$(status_kib "${pid[$name]}" RssAnon)"
+	fact rss_file_kib "$name" "$(status_kib "${pid[$name]}" RssFile)"
 	log "$name: soak done, VmHWM $(status_kib "${pid[$name]}" VmHWM) KiB"
 done
 

@@ -275,7 +275,7 @@ impl Candidate {
         // Typed before vs typed after: fields our model does not know are in neither side and
         // never touched.
         // `json_patch::diff` of the two pods' `to_value`, without building those values.
-        let patch = diff::diff(&pod, &mutation.pod).expect("a typed Pod always serialises");
+        let patch = diff::pods(pod, mutation.pod).expect("a typed Pod always serialises");
         let mut audit = mutation.audit;
         let decision = if patch.0.is_empty() {
             Decision::Unchanged

@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use serde::ser::{self, Serialize};
 use serde_json::{Map, Value};
 
@@ -43,6 +44,122 @@ pub fn diff<T: Serialize + ?Sized>(before: &T, after: &T) -> Result<Patch, Error
     };
     out.node(&l, &r)?;
     Ok(Patch(out.ops))
+}
+
+/// The patch from `before` to `after`: [`diff`] after pruning what is equal. Whatever is
+/// equal on both sides (by the typed `PartialEq`, so also after serialisation) is cleared on
+/// both sides first: an object member set to its default on both sides, an array element
+/// replaced by the default on both sides (indices unchanged). Either way the two sides stay
+/// equal there, so `json_patch::diff` has nothing to say about it and says the same about the
+/// rest. What is left to serialise and compare is little more than what the engine changed.
+/// Which fields are pruned is only a matter of speed: an unlisted field is diffed in full.
+pub fn pods(mut before: Pod, mut after: Pod) -> Result<Patch, Error> {
+    prune_pod(&mut before, &mut after);
+    diff(&before, &after)
+}
+
+/// Clear `b` and `a` if they are equal; otherwise leave them to `inner`.
+fn prune<T: PartialEq + Default>(b: &mut T, a: &mut T, inner: impl FnOnce(&mut T, &mut T)) {
+    if b == a {
+        *b = T::default();
+        *a = T::default();
+    } else {
+        inner(b, a);
+    }
+}
+
+/// [`prune`] element by element where both sides have one.
+fn prune_items<T: PartialEq + Default>(
+    b: &mut Option<Vec<T>>,
+    a: &mut Option<Vec<T>>,
+    inner: impl Fn(&mut T, &mut T),
+) {
+    prune(b, a, |b, a| {
+        if let (Some(b), Some(a)) = (b, a) {
+            for (x, y) in b.iter_mut().zip(a.iter_mut()) {
+                prune(x, y, &inner);
+            }
+        }
+    });
+}
+
+macro_rules! prune_fields {
+    ($b:expr, $a:expr, $($field:ident),* $(,)?) => {
+        $(prune(&mut $b.$field, &mut $a.$field, |_, _| {});)*
+    };
+}
+
+fn prune_pod(b: &mut Pod, a: &mut Pod) {
+    prune(&mut b.metadata, &mut a.metadata, |b, a| {
+        prune_fields!(
+            b,
+            a,
+            annotations,
+            labels,
+            managed_fields,
+            owner_references,
+            finalizers
+        );
+    });
+    prune(&mut b.spec, &mut a.spec, |b, a| {
+        if let (Some(b), Some(a)) = (b, a) {
+            prune_spec(b, a);
+        }
+    });
+    prune(&mut b.status, &mut a.status, |_, _| {});
+}
+
+fn prune_spec(b: &mut PodSpec, a: &mut PodSpec) {
+    for (x, y) in b.containers.iter_mut().zip(a.containers.iter_mut()) {
+        prune(x, y, prune_container);
+    }
+    prune_items(
+        &mut b.init_containers,
+        &mut a.init_containers,
+        prune_container,
+    );
+    prune_items(&mut b.volumes, &mut a.volumes, |_, _| {});
+    prune_fields!(
+        b,
+        a,
+        affinity,
+        dns_config,
+        ephemeral_containers,
+        host_aliases,
+        image_pull_secrets,
+        node_selector,
+        overhead,
+        readiness_gates,
+        resource_claims,
+        resources,
+        scheduling_gates,
+        security_context,
+        tolerations,
+        topology_spread_constraints,
+    );
+}
+
+fn prune_container(b: &mut Container, a: &mut Container) {
+    prune_items(&mut b.env, &mut a.env, |_, _| {});
+    prune_items(&mut b.volume_mounts, &mut a.volume_mounts, |_, _| {});
+    prune_fields!(
+        b,
+        a,
+        args,
+        command,
+        env_from,
+        image,
+        lifecycle,
+        liveness_probe,
+        ports,
+        readiness_probe,
+        resize_policy,
+        resources,
+        restart_policy_rules,
+        security_context,
+        startup_probe,
+        volume_devices,
+    );
 }
 
 /// A value: its JSON text in the tree's buffer, and its parts if it was split.
@@ -727,9 +844,131 @@ mod tests {
                 continue;
             };
             same(&pod, &m.pod);
+            assert_eq!(
+                pods(pod.clone(), m.pod.clone()).unwrap(),
+                reference(&pod, &m.pod)
+            );
+            assert_eq!(
+                pods(m.pod.clone(), pod.clone()).unwrap(),
+                reference(&m.pod, &pod)
+            );
             seen += 1;
         }
         assert!(seen >= 10, "{seen} fixtures");
+    }
+
+    /// Edits of every kind the pruning could get wrong, each on every fixture pod, both ways.
+    #[test]
+    fn pruned_pods_diff_like_json_patch() {
+        use k8s_openapi::api::core::v1::{EnvVar, Pod, Volume, VolumeMount};
+        type Edit = fn(&mut Pod);
+        fn spec(p: &mut Pod) -> &mut PodSpec {
+            p.spec.get_or_insert_with(Default::default)
+        }
+        fn first(p: &mut Pod) -> &mut Container {
+            let s = spec(p);
+            if s.containers.is_empty() {
+                s.containers.push(Container::default());
+            }
+            &mut s.containers[0]
+        }
+        let edits: &[Edit] = &[
+            |p| {
+                first(p).env.get_or_insert_with(Vec::new).insert(
+                    0,
+                    EnvVar {
+                        name: "X".into(),
+                        value: Some("1".into()),
+                        ..Default::default()
+                    },
+                )
+            },
+            |p| {
+                if let Some(env) = &mut first(p).env {
+                    env.pop();
+                }
+            },
+            |p| {
+                if let Some(e) = first(p).env.as_mut().and_then(|e| e.first_mut()) {
+                    e.value = Some(String::new());
+                    e.value_from = None;
+                }
+            },
+            |p| first(p).image = Some("other:1".into()),
+            |p| {
+                first(p)
+                    .volume_mounts
+                    .get_or_insert_with(Vec::new)
+                    .push(VolumeMount {
+                        name: "token".into(),
+                        mount_path: "/var/run/token".into(),
+                        ..Default::default()
+                    })
+            },
+            |p| {
+                let s = spec(p);
+                let c = s.containers[0].clone();
+                s.containers.push(c);
+            },
+            |p| {
+                let s = spec(p);
+                s.containers.reverse();
+                s.containers.insert(0, Container::default());
+            },
+            |p| {
+                let s = spec(p);
+                s.init_containers = Some(s.containers.clone());
+            },
+            |p| spec(p).init_containers = None,
+            |p| {
+                spec(p).volumes.get_or_insert_with(Vec::new).push(Volume {
+                    name: "token".into(),
+                    ..Default::default()
+                })
+            },
+            |p| {
+                if let Some(v) = &mut spec(p).volumes {
+                    v.remove(0);
+                }
+            },
+            |p| spec(p).volumes = None,
+            |p| spec(p).service_account_name = Some("harbor-sa".into()),
+            |p| spec(p).tolerations = None,
+            |p| p.spec = None,
+            |p| {
+                p.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert("a/b".into(), "c".into());
+            },
+            |p| p.metadata.labels = None,
+            |p| p.metadata.name = Some("renamed".into()),
+            |p| p.status = Some(Default::default()),
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pods");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let pod: Pod = serde_yaml_ng::from_str(&text).unwrap();
+            for (i, edit) in edits.iter().enumerate() {
+                let mut edited = pod.clone();
+                edit(&mut edited);
+                // And two edits at once, this one and the next.
+                let mut twice = edited.clone();
+                edits[(i + 1) % edits.len()](&mut twice);
+                for other in [&edited, &twice] {
+                    assert_eq!(
+                        pods(pod.clone(), other.clone()).unwrap(),
+                        reference(&pod, other),
+                        "edit {i}"
+                    );
+                    assert_eq!(
+                        pods(other.clone(), pod.clone()).unwrap(),
+                        reference(other, &pod),
+                        "edit {i}, reversed"
+                    );
+                }
+            }
+        }
     }
 
     #[derive(Serialize)]
