@@ -401,6 +401,32 @@ async fn binary_serves_with_a_dev_certificate_and_never_logs_secret_values() {
     assert_eq!(reviews[1]["decision"], "denied");
 }
 
+/// In a pod stderr is a pipe to the log collector: plain text there, no colour codes.
+#[tokio::test]
+async fn text_logs_to_a_file_carry_no_escape_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("log.txt");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let webhook = common::Webhook::start(&[], &[], log.into()).await;
+    let (client, port) = (webhook.client(H2, true), webhook.port);
+    let pod = common::read_object(&common::fixtures().join("pods/harbor-helm-1.16-core.yaml"));
+    let res = client
+        .post(format!("https://localhost:{port}/mutate"))
+        .json(&review(&pod, "plain"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    drop(webhook);
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!logs.contains('\u{1b}'), "escape sequences in {logs:?}");
+    let line = logs
+        .lines()
+        .find(|l| l.contains(" review ") && l.contains("uid=plain"))
+        .unwrap_or_else(|| panic!("no review line in {logs}"));
+    assert!(line.contains("decision=\"mutated\""), "{line}");
+}
+
 // --- Limits: each answers with the right status.
 
 async fn start_with(options: server::ServeOptions) -> (TestServer, Arc<server::AppState>) {
