@@ -218,6 +218,10 @@ pub struct Needs {
     pub namespace: Option<String>,
     pub service_accounts: Vec<String>,
     pub config_maps: Vec<String>,
+    /// Of `service_accounts`, the one the pod would be switched to: the only fact whose
+    /// absence (or missing role) denies the pod. The pod's own account and the ConfigMaps
+    /// only change what is injected.
+    pub target_service_account: String,
 }
 
 /// A Harbor pod that passed the raw-label check and parsed: waiting for facts.
@@ -296,7 +300,8 @@ impl Candidate {
 }
 
 fn needs_of(pod: &Pod, component: Component, config: &MutateConfig) -> Needs {
-    let mut service_accounts = vec![config.service_account_for(component).to_owned()];
+    let target_service_account = config.service_account_for(component).to_owned();
+    let mut service_accounts = vec![target_service_account.clone()];
     let own = pod
         .spec
         .as_ref()
@@ -334,6 +339,7 @@ fn needs_of(pod: &Pod, component: Component, config: &MutateConfig) -> Needs {
         namespace: pod.metadata.namespace.clone(),
         service_accounts,
         config_maps,
+        target_service_account,
     }
 }
 
@@ -925,6 +931,7 @@ mod tests {
                 namespace: Some("harbor".into()),
                 service_accounts: vec!["harbor-core".into(), "harbor-sa".into()],
                 config_maps: vec!["extra".into(), "harbor-core".into()],
+                target_service_account: "harbor-sa".into(),
             }
         );
         let web = json!({"metadata": {"labels": {"app": "web"}}});

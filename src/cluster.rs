@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::admission::Needs;
 use crate::facts::Facts;
+use crate::metrics::{LookupCounters, LookupLabels};
 
 /// `None`: the object does not exist.
 type Value = Option<BTreeMap<String, String>>;
@@ -54,10 +55,17 @@ pub struct ClusterFacts {
     service_accounts: Cache,
     config_maps: Cache,
     reachable: AtomicBool,
+    lookups: LookupCounters,
 }
 
 impl ClusterFacts {
-    pub fn new(client: Client, ttl: Duration, timeout: Duration) -> Arc<Self> {
+    /// `lookups` counts every lookup at admission by kind and source (cache, api, failed).
+    pub fn new(
+        client: Client,
+        ttl: Duration,
+        timeout: Duration,
+        lookups: LookupCounters,
+    ) -> Arc<Self> {
         Arc::new(ClusterFacts {
             client,
             ttl,
@@ -65,6 +73,7 @@ impl ClusterFacts {
             service_accounts: Cache::default(),
             config_maps: Cache::default(),
             reachable: AtomicBool::new(false),
+            lookups,
         })
     }
 
@@ -129,17 +138,25 @@ impl ClusterFacts {
         }
     }
 
-    /// The cached answer, fetching on a miss. `None`: unknown (the lookup failed).
-    async fn lookup(self: &Arc<Self>, kind: Kind, ns: &str, name: &str) -> Option<Value> {
+    /// The cached answer, fetching on a miss. `None`: unknown (the lookup failed). `decisive`:
+    /// whether this object's absence (or a missing role) denies the pod.
+    async fn lookup(
+        self: &Arc<Self>,
+        kind: Kind,
+        ns: &str,
+        name: &str,
+        decisive: bool,
+    ) -> Option<Value> {
         let key = (ns.to_owned(), name.to_owned());
         // An answer that leads to a denial (no such object, no role) is always checked again:
-        // the user may just have fixed it, following the denial's message.
+        // the user may just have fixed it, following the denial's message. Any other answer
+        // (the pod's own account without a role, a ConfigMap that is not there) is cached.
         let cached = self
             .cache(kind)
             .lock()
             .get(&key)
             .cloned()
-            .filter(|e| !leads_to_denial(kind, &e.value));
+            .filter(|e| !(decisive && leads_to_denial(kind, &e.value)));
         if let Some(e) = &cached {
             let fresh = e.fetched.elapsed() < self.ttl;
             // A stale "exists" is served now and refreshed behind; a stale "missing" is fetched
@@ -148,6 +165,7 @@ impl ClusterFacts {
                 if !fresh && !e.refreshing {
                     self.refresh_in_background(kind, key);
                 }
+                self.count(kind, "cache");
                 return Some(e.value.clone());
             }
         }
@@ -155,14 +173,23 @@ impl ClusterFacts {
             .await
         {
             Ok(Ok(value)) => {
+                self.count(kind, "api");
+                debug!(
+                    ?kind,
+                    namespace = ns,
+                    name,
+                    "cluster facts: fetched from the API server"
+                );
                 self.store(kind, key, value.clone());
                 Some(value)
             }
             Ok(Err(err)) => {
+                self.count(kind, "failed");
                 warn!(?kind, namespace = ns, name, error = %err, "cluster facts: lookup failed");
                 cached.map(|e| e.value)
             }
             Err(_) => {
+                self.count(kind, "failed");
                 warn!(
                     ?kind,
                     namespace = ns,
@@ -172,6 +199,16 @@ impl ClusterFacts {
                 cached.map(|e| e.value)
             }
         }
+    }
+
+    fn count(&self, kind: Kind, source: &'static str) {
+        let kind = match kind {
+            Kind::ServiceAccount => "service_account",
+            Kind::ConfigMap => "config_map",
+        };
+        self.lookups
+            .get_or_create(&LookupLabels { kind, source })
+            .inc();
     }
 
     fn store(&self, kind: Kind, key: Key, value: Value) {
@@ -211,7 +248,8 @@ impl ClusterFacts {
         let ns = needs.namespace.as_deref().unwrap_or("default");
         let mut facts = Facts::default();
         for name in &needs.service_accounts {
-            match self.lookup(Kind::ServiceAccount, ns, name).await {
+            let decisive = *name == needs.target_service_account;
+            match self.lookup(Kind::ServiceAccount, ns, name, decisive).await {
                 Some(Some(annotations)) => facts.add_service_account(ServiceAccount {
                     metadata: meta(ns, name, Some(annotations)),
                     ..Default::default()
@@ -222,7 +260,7 @@ impl ClusterFacts {
         }
         for name in &needs.config_maps {
             // A missing ConfigMap sets nothing (and the pod won't start unless it is optional).
-            if let Some(data) = self.lookup(Kind::ConfigMap, ns, name).await {
+            if let Some(data) = self.lookup(Kind::ConfigMap, ns, name, false).await {
                 facts.add_config_map(ConfigMap {
                     metadata: meta(ns, name, None),
                     data: Some(data.unwrap_or_default()),

@@ -49,6 +49,7 @@ async fn audit_loop(
 /// The cluster facts source `--cluster-facts` asks for, if any.
 async fn cluster_facts(
     args: &ServeArgs,
+    lookups: metrics::LookupCounters,
 ) -> anyhow::Result<Option<std::sync::Arc<cluster::ClusterFacts>>> {
     let wanted = match args.cluster_facts {
         config::ClusterFacts::Off => false,
@@ -80,6 +81,7 @@ async fn cluster_facts(
         client,
         ttl,
         std::time::Duration::from_secs(2),
+        lookups,
     )))
 }
 
@@ -113,7 +115,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "configuration"
     );
     let state = server::AppState::new(config, Facts::default(), &options.limits);
-    if let Some(cluster) = cluster_facts(&args).await? {
+    if let Some(cluster) = cluster_facts(&args, state.metrics.cluster_lookups()).await? {
         state.set_cluster_facts(cluster.clone());
         tokio::spawn(cluster.clone().wait_until_reachable());
         if args.audit_interval_seconds > 0 {

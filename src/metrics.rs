@@ -31,6 +31,17 @@ struct ResultLabel {
     result: &'static str,
 }
 
+/// A cluster fact lookup at admission: `kind` (service_account, config_map) and where the
+/// answer came from: `cache` (no wait), `api` (the review waited for a GET), `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    pub kind: &'static str,
+    pub source: &'static str,
+}
+
+/// The lookup counters, shared between the metrics registry and the facts cache.
+pub type LookupCounters = Family<LookupLabels, Counter>;
+
 /// Errors worth counting, one label value each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -71,6 +82,7 @@ pub struct Metrics {
     ready: Gauge<i64, AtomicI64>,
     audit_findings: Gauge<i64, AtomicI64>,
     audit_last_success: Gauge<i64, AtomicI64>,
+    lookups: LookupCounters,
 }
 
 impl Default for Metrics {
@@ -121,6 +133,12 @@ impl Metrics {
             "Serving certificate reloads, by result",
             cert_reloads.clone(),
         );
+        let lookups = LookupCounters::default();
+        registry.register(
+            "cluster_lookups",
+            "Cluster fact lookups at admission, by kind and source (cache: answered at once; api: the review waited for the API server; failed)",
+            lookups.clone(),
+        );
         let connections = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "open_connections",
@@ -158,7 +176,13 @@ impl Metrics {
             ready,
             audit_findings,
             audit_last_success,
+            lookups,
         }
+    }
+
+    /// The cluster lookup counters, for the facts cache to count into.
+    pub fn cluster_lookups(&self) -> LookupCounters {
+        self.lookups.clone()
     }
 
     pub fn observe_review(

@@ -75,6 +75,33 @@ func (a *aware) specFactsCache(t *testing.T) {
 		}
 	})
 
+	t.Run("answers that deny nothing are cached: a second review of the same pod waits for no lookup", func(t *testing.T) {
+		w := startServe(t, a.repo, a.c.dir, "webhook-cached", []string{"KUBECONFIG=" + a.saKubeconfig, "HOME=" + a.c.home,
+			"HARBOR_IAM_WEBHOOK_LOG=harbor_iam_webhook=debug"}, "--cluster-facts", "on")
+		logText := func(w *webhook) string {
+			data, _ := os.ReadFile(w.proc.log)
+			return string(data)
+		}
+		fetches := func() int {
+			return strings.Count(logText(w), "cluster facts: fetched from the API server")
+		}
+		// The core pod needs its target ServiceAccount (with a role), its own
+		// ServiceAccount (no role: it is switched away from) and its ConfigMap.
+		body := reviewBody(t, a.env, coreFixture, nsHarbor)
+		client := benchClient(t, w.caPEM)
+		must(t, post(client, w.url, body))
+		first := fetches()
+		if first < 2 {
+			t.Fatalf("the first review fetched %d objects, want the ServiceAccounts and the ConfigMap", first)
+		}
+		for i := 0; i < 5; i++ {
+			must(t, post(client, w.url, body))
+		}
+		if n := fetches(); n != first {
+			t.Errorf("5 more reviews of the same pod fetched %d more objects, want 0 (served from the cache)\n%s", n-first, grepLines(logText(w), "cluster facts"))
+		}
+	})
+
 	t.Run("facts-ttl-seconds 1: the fix is honoured once the cached answer expires; a changed role after one stale answer", func(t *testing.T) {
 		a.shortTTL = startServe(t, a.repo, a.c.dir, "webhook-ttl1", []string{"KUBECONFIG=" + a.saKubeconfig, "HOME=" + a.c.home},
 			"--cluster-facts", "on", "--facts-ttl-seconds", "1")
