@@ -654,49 +654,28 @@ impl SeqSplitter<'_> {
     }
 }
 
-impl ser::SerializeSeq for SeqSplitter<'_> {
-    type Ok = Node;
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Node, Error> {
-        Ok(self.finish())
-    }
+// Sequences, tuples and tuple structs/variants all become arrays, element by element.
+macro_rules! seq_splitter {
+    ($($trait:ident :: $method:ident),* $(,)?) => {$(
+        impl ser::$trait for SeqSplitter<'_> {
+            type Ok = Node;
+            type Error = Error;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+                self.push(value)
+            }
+            fn end(self) -> Result<Node, Error> {
+                Ok(self.finish())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for SeqSplitter<'_> {
-    type Ok = Node;
-    type Error = Error;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Node, Error> {
-        Ok(self.finish())
-    }
-}
-
-impl ser::SerializeTupleStruct for SeqSplitter<'_> {
-    type Ok = Node;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Node, Error> {
-        Ok(self.finish())
-    }
-}
-
-impl ser::SerializeTupleVariant for SeqSplitter<'_> {
-    type Ok = Node;
-    type Error = Error;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Node, Error> {
-        Ok(self.finish())
-    }
-}
+seq_splitter!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+);
 
 impl MapSplitter<'_> {
     fn member<T: Serialize + ?Sized>(&mut self, key: Key, value: &T) -> Result<(), Error> {

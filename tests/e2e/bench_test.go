@@ -142,8 +142,6 @@ func benchClient(t *testing.T, caPEM []byte) *http.Client {
 		Transport: &http.Transport{
 			TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 			MaxIdleConnsPerHost: 64,
-			ForceAttemptHTTP2:   false,
-			Proxy:               nil,
 		},
 	}
 }
