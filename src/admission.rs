@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Pod;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de};
 use serde_json::value::RawValue;
 
 use crate::facts::Facts;
@@ -350,8 +350,42 @@ pub fn begin(object: &str, namespace: Option<&str>, config: &MutateConfig) -> Be
 }
 
 /// The raw labels and names, leniently: anything unreadable is absent.
+///
+/// Reading stops at the end of `metadata`: the API server writes it before `spec`, so the
+/// bulk of the pod is never looked at here. A `metadata` that is not an object of the expected
+/// shape counts as absent, as does an object with no `metadata` or that is not JSON.
 fn head_of(object: &str) -> PodHead {
-    serde_json::from_str(object).unwrap_or_default()
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_str(object);
+    // Ends in the error that stops the read once `metadata` is found; any other outcome
+    // leaves `found` empty.
+    let _ = de::Deserializer::deserialize_map(&mut de, HeadVisitor(&mut found));
+    PodHead {
+        metadata: found.unwrap_or_default(),
+    }
+}
+
+/// Visits a pod object up to its `metadata`, which it puts in the slot, then stops the read
+/// with an error (serde has no other way to leave a map half read).
+struct HeadVisitor<'s>(&'s mut Option<HeadMeta>);
+
+impl<'de> de::Visitor<'de> for HeadVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a pod object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "metadata" {
+                *self.0 = Some(map.next_value()?);
+                return Err(de::Error::custom("metadata read"));
+            }
+            map.next_value::<de::IgnoredAny>()?;
+        }
+        Ok(())
+    }
 }
 
 /// Deserialize without tracking the path; only a failure is parsed again, with
@@ -846,6 +880,34 @@ mod tests {
         let w = &out.response.warnings[0];
         assert!(w.contains("spec.containers[0].env[0].value"), "{w}");
         assert!(!w.contains("123456789"), "{w}");
+    }
+
+    #[test]
+    fn the_head_is_read_up_to_metadata_wherever_it_is() {
+        let labels = |object: &str| head_of(object).metadata.labels;
+        let harbor = Some(BTreeMap::from([("app".to_owned(), "harbor".to_owned())]));
+        // First, last, after a nested object with its own `metadata` key.
+        for object in [
+            r#"{"metadata":{"labels":{"app":"harbor"}},"spec":{"containers":"not read"}}"#,
+            r#"{"spec":{"metadata":{"labels":{}}},"kind":"Pod","metadata":{"labels":{"app":"harbor"}}}"#,
+        ] {
+            assert_eq!(labels(object), harbor, "{object}");
+        }
+        // Anything unreadable is absent: the pod is nobody's.
+        for object in [
+            r#"{"metadata":{"labels":{"app":5}}}"#,
+            r#"{"metadata":{"labels":{"app":"harbor"},"labels":{"app":"harbor"}}}"#,
+            r#"{"metadata":"harbor"}"#,
+            r#"{"spec":{}}"#,
+            r#"["metadata"]"#,
+            r#"{"kind":"Pod""#,
+            "",
+        ] {
+            assert_eq!(labels(object), None, "{object}");
+        }
+        let head = head_of(r#"{"metadata":{"generateName":"core-","annotations":{"a":"b"}}}"#);
+        assert_eq!(head.metadata.generate_name.as_deref(), Some("core-"));
+        assert_eq!(head.metadata.annotations.map(|a| a.len()), Some(1));
     }
 
     #[test]

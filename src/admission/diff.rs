@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::ser::{self, Serialize};
 use serde_json::{Map, Value};
 
@@ -32,6 +33,18 @@ type Key = Cow<'static, str>;
 /// `json_patch::diff(&to_value(before), &to_value(after))`, with no `Value` of the parts that
 /// are equal. Fails only where `to_value` would.
 pub fn diff<T: Serialize + ?Sized>(before: &T, after: &T) -> Result<Patch, Error> {
+    let mut ops = Vec::new();
+    diff_at(PointerBuf::new(), before, after, &mut ops)?;
+    Ok(Patch(ops))
+}
+
+/// [`diff`] of two values found at `at`, its operations appended to `ops`.
+fn diff_at<T: Serialize + ?Sized>(
+    at: PointerBuf,
+    before: &T,
+    after: &T,
+    ops: &mut Vec<PatchOperation>,
+) -> Result<(), Error> {
     let mut left = Tree::default();
     let l = left.split(before)?;
     let mut right = Tree::default();
@@ -39,11 +52,12 @@ pub fn diff<T: Serialize + ?Sized>(before: &T, after: &T) -> Result<Patch, Error
     let mut out = Diff {
         left: &left,
         right: &right,
-        pointer: PointerBuf::new(),
-        ops: Vec::new(),
+        pointer: at,
+        ops: std::mem::take(ops),
     };
-    out.node(&l, &r)?;
-    Ok(Patch(out.ops))
+    let done = out.node(&l, &r);
+    *ops = out.ops;
+    done
 }
 
 /// The patch from `before` to `after`: [`diff`] after pruning what is equal. Whatever is
@@ -53,9 +67,132 @@ pub fn diff<T: Serialize + ?Sized>(before: &T, after: &T) -> Result<Patch, Error
 /// equal there, so `json_patch::diff` has nothing to say about it and says the same about the
 /// rest. What is left to serialise and compare is little more than what the engine changed.
 /// Which fields are pruned is only a matter of speed: an unlisted field is diffed in full.
+///
+/// Before any of that, the usual case: pods that differ only where the engine edits are
+/// compared there alone ([`engine_fields`]), and nothing else of them is serialised.
 pub fn pods(mut before: Pod, mut after: Pod) -> Result<Patch, Error> {
+    if let Some(patch) = engine_fields(&mut before, &mut after)? {
+        return Ok(patch);
+    }
     prune_pod(&mut before, &mut after);
     diff(&before, &after)
+}
+
+/// The fields the engine edits: the pod's annotations, its ServiceAccount and volumes, and
+/// each container's env and volume mounts. Taken out of a pod, what is left is what the engine
+/// never touches.
+#[derive(Default)]
+struct EngineFields {
+    meta: ObjectMeta,
+    spec: PodSpec,
+    containers: Vec<Container>,
+    init_containers: Vec<Container>,
+}
+
+impl EngineFields {
+    /// Move the fields out of `pod`.
+    fn take(pod: &mut Pod) -> Self {
+        let meta = ObjectMeta {
+            annotations: pod.metadata.annotations.take(),
+            ..Default::default()
+        };
+        let Some(spec) = pod.spec.as_mut() else {
+            return EngineFields {
+                meta,
+                ..Default::default()
+            };
+        };
+        let take_all = |cs: &mut [Container]| {
+            cs.iter_mut()
+                .map(|c| Container {
+                    env: c.env.take(),
+                    volume_mounts: c.volume_mounts.take(),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        EngineFields {
+            meta,
+            containers: take_all(&mut spec.containers),
+            init_containers: take_all(spec.init_containers.as_deref_mut().unwrap_or_default()),
+            spec: PodSpec {
+                service_account: spec.service_account.take(),
+                service_account_name: spec.service_account_name.take(),
+                volumes: spec.volumes.take(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Put the fields back where [`EngineFields::take`] found them.
+    fn restore(self, pod: &mut Pod) {
+        pod.metadata.annotations = self.meta.annotations;
+        let Some(spec) = pod.spec.as_mut() else {
+            return;
+        };
+        let put_all = |cs: &mut [Container], from: Vec<Container>| {
+            for (c, f) in cs.iter_mut().zip(from) {
+                c.env = f.env;
+                c.volume_mounts = f.volume_mounts;
+            }
+        };
+        put_all(&mut spec.containers, self.containers);
+        put_all(
+            spec.init_containers.as_deref_mut().unwrap_or_default(),
+            self.init_containers,
+        );
+        spec.service_account = self.spec.service_account;
+        spec.service_account_name = self.spec.service_account_name;
+        spec.volumes = self.spec.volumes;
+    }
+}
+
+/// When `before` and `after` differ only in the [`EngineFields`] (as after every mutation),
+/// their patch from those fields alone: each diffed where it sits, in the order
+/// `json_patch::diff` walks a pod (`metadata` before `spec`; in `spec`, `containers`,
+/// `initContainers`, then `serviceAccount`, `serviceAccountName` and `volumes`). The rest of
+/// the pod is compared, never serialised. `None` (and both pods as they were) otherwise.
+fn engine_fields(before: &mut Pod, after: &mut Pod) -> Result<Option<Patch>, Error> {
+    let (Some(b), Some(a)) = (&before.spec, &after.spec) else {
+        return Ok(None);
+    };
+    if b.containers.len() != a.containers.len()
+        || b.init_containers.as_ref().map(Vec::len) != a.init_containers.as_ref().map(Vec::len)
+    {
+        return Ok(None);
+    }
+    let mut b = EngineFields::take(before);
+    let mut a = EngineFields::take(after);
+    if before != after {
+        b.restore(before);
+        a.restore(after);
+        return Ok(None);
+    }
+    // Equal entries need not be serialised either (see [`pods`]).
+    for (l, r) in b
+        .containers
+        .iter_mut()
+        .zip(&mut a.containers)
+        .chain(b.init_containers.iter_mut().zip(&mut a.init_containers))
+    {
+        prune(l, r, prune_container);
+    }
+    prune_items(&mut b.spec.volumes, &mut a.spec.volumes, |_, _| {});
+    let mut ops = Vec::new();
+    let at = |parts: &[&str]| PointerBuf::from_tokens(parts.iter().copied());
+    diff_at(at(&["metadata"]), &b.meta, &a.meta, &mut ops)?;
+    for (field, left, right) in [
+        ("containers", &b.containers, &a.containers),
+        ("initContainers", &b.init_containers, &a.init_containers),
+    ] {
+        for (i, (l, r)) in left.iter().zip(right).enumerate() {
+            if l != r {
+                diff_at(at(&["spec", field, &i.to_string()]), l, r, &mut ops)?;
+            }
+        }
+    }
+    diff_at(at(&["spec"]), &b.spec, &a.spec, &mut ops)?;
+    Ok(Some(Patch(ops)))
 }
 
 /// Clear `b` and `a` if they are equal; otherwise leave them to `inner`.
@@ -809,31 +946,61 @@ mod tests {
         same(&json!({}), &json!({"a": [1]}));
     }
 
+    /// Cluster facts under which the engine also injects web identity (volumes, mounts, env).
+    fn irsa_facts() -> crate::facts::Facts {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let mut facts = crate::facts::Facts::default();
+        for (name, role) in [("harbor-sa", true), ("default", false)] {
+            let mut sa = ServiceAccount::default();
+            sa.metadata.name = Some(name.into());
+            if role {
+                sa.metadata.annotations = Some(BTreeMap::from([(
+                    crate::consts::EKS_ROLE_ARN_ANNOTATION.into(),
+                    "arn:aws:iam::111122223333:role/harbor".into(),
+                )]));
+            }
+            facts.add_service_account(sa);
+        }
+        facts.set_service_accounts_complete(true);
+        facts
+    }
+
     #[test]
     fn every_fixture_pod_and_its_mutation_diff_like_json_patch() {
         use k8s_openapi::api::core::v1::Pod;
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pods");
         let config = crate::mutate::MutateConfig::new("eu-west-1");
         let mut seen = 0;
+        let mut with_volumes = 0;
         for entry in std::fs::read_dir(dir).unwrap() {
             let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
             let pod: Pod = serde_yaml_ng::from_str(&text).unwrap();
-            let facts = crate::facts::Facts::default();
-            let Ok(m) = crate::mutate::mutate(&pod, &config, &facts) else {
-                continue;
-            };
-            same(&pod, &m.pod);
-            assert_eq!(
-                pods(pod.clone(), m.pod.clone()).unwrap(),
-                reference(&pod, &m.pod)
-            );
-            assert_eq!(
-                pods(m.pod.clone(), pod.clone()).unwrap(),
-                reference(&m.pod, &pod)
-            );
-            seen += 1;
+            for facts in [crate::facts::Facts::default(), irsa_facts()] {
+                let Ok(m) = crate::mutate::mutate(&pod, &config, &facts) else {
+                    continue;
+                };
+                same(&pod, &m.pod);
+                // The engine edits only what `engine_fields` takes out: the fast path is taken.
+                let fast = engine_fields(&mut pod.clone(), &mut m.pod.clone()).unwrap();
+                assert_eq!(fast, Some(reference(&pod, &m.pod)));
+                assert_eq!(
+                    pods(pod.clone(), m.pod.clone()).unwrap(),
+                    reference(&pod, &m.pod)
+                );
+                assert_eq!(
+                    pods(m.pod.clone(), pod.clone()).unwrap(),
+                    reference(&m.pod, &pod)
+                );
+                seen += 1;
+                let volumes = |p: &Pod| p.spec.as_ref().and_then(|s| s.volumes.clone());
+                with_volumes += usize::from(volumes(&pod) != volumes(&m.pod));
+            }
         }
-        assert!(seen >= 10, "{seen} fixtures");
+        assert!(seen >= 20, "{seen} fixture mutations");
+        assert!(
+            with_volumes >= 5,
+            "{with_volumes} with web identity injected"
+        );
     }
 
     /// Edits of every kind the pruning could get wrong, each on every fixture pod, both ways.
@@ -912,6 +1079,27 @@ mod tests {
             },
             |p| spec(p).volumes = None,
             |p| spec(p).service_account_name = Some("harbor-sa".into()),
+            |p| spec(p).service_account = Some("harbor-sa".into()),
+            |p| first(p).env = None,
+            |p| {
+                let c = first(p);
+                c.env = None;
+                c.volume_mounts = Some(vec![]);
+            },
+            |p| {
+                for c in spec(p).init_containers.iter_mut().flatten() {
+                    c.env.get_or_insert_with(Vec::new).push(EnvVar {
+                        name: "POSTGRESQL_PASSWORD".into(),
+                        ..Default::default()
+                    });
+                }
+            },
+            |p| {
+                let last = spec(p).containers.last_mut().expect("a container");
+                last.volume_mounts = None;
+                last.env.get_or_insert_with(Vec::new).clear();
+            },
+            |p| p.metadata.annotations = None,
             |p| spec(p).tolerations = None,
             |p| p.spec = None,
             |p| {
