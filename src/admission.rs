@@ -247,8 +247,13 @@ impl Candidate {
 
     /// Apply the engine with `facts`; pure.
     pub fn finish(self, config: &MutateConfig, facts: &Facts) -> Evaluation {
-        let Candidate { pod, component, .. } = self;
-        let mutation = match mutate::mutate(&pod, config, facts) {
+        let Candidate {
+            mut pod, component, ..
+        } = self;
+        // The engine edits the pod in place; all the patch needs of the pod as it was is kept
+        // aside first. Fields our model does not know are in neither and never touched.
+        let before = diff::EngineFields::of(&pod);
+        let mutation = match mutate::edit(&mut pod, config, facts) {
             Ok(m) => m,
             Err(err) => {
                 return Evaluation {
@@ -276,10 +281,8 @@ impl Candidate {
             };
             return Evaluation::skipped(reason, mutation.outcome.component(), warnings);
         }
-        // Typed before vs typed after: fields our model does not know are in neither side and
-        // never touched.
-        // `json_patch::diff` of the two pods' `to_value`, without building those values.
-        let patch = diff::pods(pod, mutation.pod).expect("a typed Pod always serialises");
+        // `json_patch::diff` of the two pods' `to_value`, from the edited fields alone.
+        let patch = diff::edits(before, pod).expect("a typed Pod always serialises");
         let mut audit = mutation.audit;
         let decision = if patch.0.is_empty() {
             Decision::Unchanged

@@ -4,8 +4,9 @@ mod common;
 
 use harbor_iam_webhook::admission::{Decision, evaluate};
 use harbor_iam_webhook::facts::Facts;
+use harbor_iam_webhook::mutate::mutate;
 use harbor_iam_webhook::mutate::sslmode::{Effective, effective, is_strong};
-use k8s_openapi::api::core::v1::{ConfigMap, Container};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -270,6 +271,42 @@ proptest! {
         prop_assert!(eval.patch.0.is_empty());
         prop_assert_eq!(eval.decision, Decision::Skipped);
         prop_assert_eq!(out, p);
+    }
+
+    /// The review's patch, made from the fields the engine edits, is the whole-pod diff of the
+    /// engine's output (the typed pod before and after, as `json_patch::diff` sees them).
+    #[test]
+    fn patch_is_the_whole_pod_diff(
+        p in pod(true),
+        with_facts in any::<bool>(),
+        role in any::<bool>(),
+    ) {
+        let mut facts = if with_facts { facts() } else { Facts::default() };
+        if role {
+            // The IRSA account with a role: web identity (volumes, mounts, env) is injected too.
+            facts.add_service_account(
+                serde_json::from_value(json!({"metadata": {
+                    "name": "harbor-sa", "namespace": "harbor",
+                    "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/harbor"},
+                }}))
+                .unwrap(),
+            );
+        }
+        let (eval, _) = run(&p, &facts);
+        let mut typed: Pod = serde_json::from_value(p).expect("generated pods are pods");
+        if typed.metadata.namespace.is_none() {
+            typed.metadata.namespace = Some("harbor".into());
+        }
+        match mutate(&typed, &common::config(), &facts) {
+            Err(_) => prop_assert_eq!(eval.decision, Decision::Denied),
+            Ok(m) => {
+                let whole = json_patch::diff(
+                    &serde_json::to_value(&typed).unwrap(),
+                    &serde_json::to_value(&m.pod).unwrap(),
+                );
+                prop_assert_eq!(eval.patch, whole);
+            }
+        }
     }
 
     #[test]

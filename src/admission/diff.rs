@@ -31,8 +31,9 @@ type Error = serde_json::Error;
 type Key = Cow<'static, str>;
 
 /// `json_patch::diff(&to_value(before), &to_value(after))`, with no `Value` of the parts that
-/// are equal. Fails only where `to_value` would.
-pub fn diff<T: Serialize + ?Sized>(before: &T, after: &T) -> Result<Patch, Error> {
+/// are equal. Fails only where `to_value` would. (The tests' entry to [`diff_at`].)
+#[cfg(test)]
+fn diff<T: Serialize + ?Sized>(before: &T, after: &T) -> Result<Patch, Error> {
     let mut ops = Vec::new();
     diff_at(PointerBuf::new(), before, after, &mut ops)?;
     Ok(Patch(ops))
@@ -60,38 +61,52 @@ fn diff_at<T: Serialize + ?Sized>(
     done
 }
 
-/// The patch from `before` to `after`: [`diff`] after pruning what is equal. Whatever is
-/// equal on both sides (by the typed `PartialEq`, so also after serialisation) is cleared on
-/// both sides first: an object member set to its default on both sides, an array element
-/// replaced by the default on both sides (indices unchanged). Either way the two sides stay
-/// equal there, so `json_patch::diff` has nothing to say about it and says the same about the
-/// rest. What is left to serialise and compare is little more than what the engine changed.
-/// Which fields are pruned is only a matter of speed: an unlisted field is diffed in full.
-///
-/// Before any of that, the usual case: pods that differ only where the engine edits are
-/// compared there alone ([`engine_fields`]), and nothing else of them is serialised.
-pub fn pods(mut before: Pod, mut after: Pod) -> Result<Patch, Error> {
-    if let Some(patch) = engine_fields(&mut before, &mut after)? {
-        return Ok(patch);
-    }
-    prune_pod(&mut before, &mut after);
-    diff(&before, &after)
-}
-
-/// The fields the engine edits: the pod's annotations, its ServiceAccount and volumes, and
-/// each container's env and volume mounts. Taken out of a pod, what is left is what the engine
-/// never touches.
-#[derive(Default)]
-struct EngineFields {
+/// The fields [`crate::mutate::edit`] may write: the pod's annotations, its ServiceAccount
+/// fields and volumes, and each container's `env` and `volumeMounts`. Kept aside before the
+/// edit, they are all the patch needs of the pod as it was.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct EngineFields {
     meta: ObjectMeta,
-    spec: PodSpec,
+    /// `None` for a pod without a spec (the engine then writes one).
+    spec: Option<PodSpec>,
     containers: Vec<Container>,
     init_containers: Vec<Container>,
 }
 
 impl EngineFields {
-    /// Move the fields out of `pod`.
+    /// A copy of the fields of `pod`.
+    pub fn of(pod: &Pod) -> Self {
+        let container = |c: &Container| Container {
+            env: c.env.clone(),
+            volume_mounts: c.volume_mounts.clone(),
+            ..Default::default()
+        };
+        let spec = pod.spec.as_ref();
+        EngineFields {
+            meta: ObjectMeta {
+                annotations: pod.metadata.annotations.clone(),
+                ..Default::default()
+            },
+            spec: spec.map(|s| PodSpec {
+                service_account: s.service_account.clone(),
+                service_account_name: s.service_account_name.clone(),
+                volumes: s.volumes.clone(),
+                ..Default::default()
+            }),
+            containers: spec.map_or(vec![], |s| s.containers.iter().map(container).collect()),
+            init_containers: spec.map_or(vec![], |s| {
+                s.init_containers.iter().flatten().map(container).collect()
+            }),
+        }
+    }
+
+    /// The fields moved out of `pod`, which keeps everything else.
     fn take(pod: &mut Pod) -> Self {
+        let container = |c: &mut Container| Container {
+            env: c.env.take(),
+            volume_mounts: c.volume_mounts.take(),
+            ..Default::default()
+        };
         let meta = ObjectMeta {
             annotations: pod.metadata.annotations.take(),
             ..Default::default()
@@ -102,100 +117,75 @@ impl EngineFields {
                 ..Default::default()
             };
         };
-        let take_all = |cs: &mut [Container]| {
-            cs.iter_mut()
-                .map(|c| Container {
-                    env: c.env.take(),
-                    volume_mounts: c.volume_mounts.take(),
-                    ..Default::default()
-                })
-                .collect()
-        };
         EngineFields {
             meta,
-            containers: take_all(&mut spec.containers),
-            init_containers: take_all(spec.init_containers.as_deref_mut().unwrap_or_default()),
-            spec: PodSpec {
+            containers: spec.containers.iter_mut().map(container).collect(),
+            init_containers: spec
+                .init_containers
+                .iter_mut()
+                .flatten()
+                .map(container)
+                .collect(),
+            spec: Some(PodSpec {
                 service_account: spec.service_account.take(),
                 service_account_name: spec.service_account_name.take(),
                 volumes: spec.volumes.take(),
                 ..Default::default()
-            },
+            }),
         }
-    }
-
-    /// Put the fields back where [`EngineFields::take`] found them.
-    fn restore(self, pod: &mut Pod) {
-        pod.metadata.annotations = self.meta.annotations;
-        let Some(spec) = pod.spec.as_mut() else {
-            return;
-        };
-        let put_all = |cs: &mut [Container], from: Vec<Container>| {
-            for (c, f) in cs.iter_mut().zip(from) {
-                c.env = f.env;
-                c.volume_mounts = f.volume_mounts;
-            }
-        };
-        put_all(&mut spec.containers, self.containers);
-        put_all(
-            spec.init_containers.as_deref_mut().unwrap_or_default(),
-            self.init_containers,
-        );
-        spec.service_account = self.spec.service_account;
-        spec.service_account_name = self.spec.service_account_name;
-        spec.volumes = self.spec.volumes;
     }
 }
 
-/// When `before` and `after` differ only in the [`EngineFields`] (as after every mutation),
-/// their patch from those fields alone: each diffed where it sits, in the order
+/// The JSON Patch from a pod whose [`EngineFields`] were `before` to `after`, the same pod
+/// edited by the engine: what `json_patch::diff(&to_value(pod)?, &to_value(after)?)` says,
+/// without the rest of either pod. Each field is diffed where it sits, in the order
 /// `json_patch::diff` walks a pod (`metadata` before `spec`; in `spec`, `containers`,
-/// `initContainers`, then `serviceAccount`, `serviceAccountName` and `volumes`). The rest of
-/// the pod is compared, never serialised. `None` (and both pods as they were) otherwise.
-fn engine_fields(before: &mut Pod, after: &mut Pod) -> Result<Option<Patch>, Error> {
-    let (Some(b), Some(a)) = (&before.spec, &after.spec) else {
-        return Ok(None);
-    };
-    if b.containers.len() != a.containers.len()
-        || b.init_containers.as_ref().map(Vec::len) != a.init_containers.as_ref().map(Vec::len)
-    {
-        return Ok(None);
-    }
-    let mut b = EngineFields::take(before);
-    let mut a = EngineFields::take(after);
-    if before != after {
-        b.restore(before);
-        a.restore(after);
-        return Ok(None);
-    }
-    // Equal entries need not be serialised either (see [`pods`]).
-    for (l, r) in b
-        .containers
-        .iter_mut()
-        .zip(&mut a.containers)
-        .chain(b.init_containers.iter_mut().zip(&mut a.init_containers))
-    {
-        prune(l, r, prune_container);
-    }
-    prune_items(&mut b.spec.volumes, &mut a.spec.volumes, |_, _| {});
+/// `initContainers`, then `serviceAccount`, `serviceAccountName` and `volumes`). Entries equal
+/// on both sides are pruned first, so what is serialised is little more than the edits.
+pub fn edits(mut before: EngineFields, mut after: Pod) -> Result<Patch, Error> {
     let mut ops = Vec::new();
     let at = |parts: &[&str]| PointerBuf::from_tokens(parts.iter().copied());
-    diff_at(at(&["metadata"]), &b.meta, &a.meta, &mut ops)?;
+    let Some(before_spec) = before.spec.as_mut() else {
+        // No spec before: whatever the engine wrote is one new member.
+        let now = ObjectMeta {
+            annotations: after.metadata.annotations.take(),
+            ..Default::default()
+        };
+        diff_at(at(&["metadata"]), &before.meta, &now, &mut ops)?;
+        if let Some(spec) = &after.spec {
+            ops.push(PatchOperation::Add(AddOperation {
+                path: at(&["spec"]),
+                value: serde_json::to_value(spec)?,
+            }));
+        }
+        return Ok(Patch(ops));
+    };
+    let mut now = EngineFields::take(&mut after);
+    let now_spec = now.spec.get_or_insert_with(Default::default);
+    diff_at(at(&["metadata"]), &before.meta, &now.meta, &mut ops)?;
+    prune_items(&mut before_spec.volumes, &mut now_spec.volumes, |_, _| {});
     for (field, left, right) in [
-        ("containers", &b.containers, &a.containers),
-        ("initContainers", &b.init_containers, &a.init_containers),
+        ("containers", &mut before.containers, &mut now.containers),
+        (
+            "initContainers",
+            &mut before.init_containers,
+            &mut now.init_containers,
+        ),
     ] {
-        for (i, (l, r)) in left.iter().zip(right).enumerate() {
+        for (i, (l, r)) in left.iter_mut().zip(right.iter_mut()).enumerate() {
             if l != r {
+                prune(l, r, prune_container);
                 diff_at(at(&["spec", field, &i.to_string()]), l, r, &mut ops)?;
             }
         }
     }
-    diff_at(at(&["spec"]), &b.spec, &a.spec, &mut ops)?;
-    Ok(Some(Patch(ops)))
+    let (before_spec, now_spec) = (before.spec.as_ref(), now.spec.as_ref());
+    diff_at(at(&["spec"]), &before_spec, &now_spec, &mut ops)?;
+    Ok(Patch(ops))
 }
 
-/// Clear `b` and `a` if they are equal; otherwise leave them to `inner`.
+/// Clear `b` and `a` if they are equal; otherwise leave them to `inner`. Either way the two
+/// sides stay equal where they were, so `json_patch::diff` says the same about the rest.
 fn prune<T: PartialEq + Default>(b: &mut T, a: &mut T, inner: impl FnOnce(&mut T, &mut T)) {
     if b == a {
         *b = T::default();
@@ -205,7 +195,7 @@ fn prune<T: PartialEq + Default>(b: &mut T, a: &mut T, inner: impl FnOnce(&mut T
     }
 }
 
-/// [`prune`] element by element where both sides have one.
+/// [`prune`] element by element where both sides have one (indices unchanged).
 fn prune_items<T: PartialEq + Default>(
     b: &mut Option<Vec<T>>,
     a: &mut Option<Vec<T>>,
@@ -220,83 +210,9 @@ fn prune_items<T: PartialEq + Default>(
     });
 }
 
-macro_rules! prune_fields {
-    ($b:expr, $a:expr, $($field:ident),* $(,)?) => {
-        $(prune(&mut $b.$field, &mut $a.$field, |_, _| {});)*
-    };
-}
-
-fn prune_pod(b: &mut Pod, a: &mut Pod) {
-    prune(&mut b.metadata, &mut a.metadata, |b, a| {
-        prune_fields!(
-            b,
-            a,
-            annotations,
-            labels,
-            managed_fields,
-            owner_references,
-            finalizers
-        );
-    });
-    prune(&mut b.spec, &mut a.spec, |b, a| {
-        if let (Some(b), Some(a)) = (b, a) {
-            prune_spec(b, a);
-        }
-    });
-    prune(&mut b.status, &mut a.status, |_, _| {});
-}
-
-fn prune_spec(b: &mut PodSpec, a: &mut PodSpec) {
-    for (x, y) in b.containers.iter_mut().zip(a.containers.iter_mut()) {
-        prune(x, y, prune_container);
-    }
-    prune_items(
-        &mut b.init_containers,
-        &mut a.init_containers,
-        prune_container,
-    );
-    prune_items(&mut b.volumes, &mut a.volumes, |_, _| {});
-    prune_fields!(
-        b,
-        a,
-        affinity,
-        dns_config,
-        ephemeral_containers,
-        host_aliases,
-        image_pull_secrets,
-        node_selector,
-        overhead,
-        readiness_gates,
-        resource_claims,
-        resources,
-        scheduling_gates,
-        security_context,
-        tolerations,
-        topology_spread_constraints,
-    );
-}
-
 fn prune_container(b: &mut Container, a: &mut Container) {
     prune_items(&mut b.env, &mut a.env, |_, _| {});
     prune_items(&mut b.volume_mounts, &mut a.volume_mounts, |_, _| {});
-    prune_fields!(
-        b,
-        a,
-        args,
-        command,
-        env_from,
-        image,
-        lifecycle,
-        liveness_probe,
-        ports,
-        readiness_probe,
-        resize_policy,
-        resources,
-        restart_policy_rules,
-        security_context,
-        startup_probe,
-        volume_devices,
-    );
 }
 
 /// A value: its JSON text in the tree's buffer, and its parts if it was split.
@@ -965,35 +881,62 @@ mod tests {
         facts
     }
 
+    fn fixture_pods() -> Vec<Pod> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pods");
+        let mut pods: Vec<Pod> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| {
+                let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+                serde_yaml_ng::from_str(&text).unwrap()
+            })
+            .collect();
+        // And a core pod without a spec, which the engine gives one.
+        let mut bare = pods
+            .iter()
+            .find(|p| p.metadata.generate_name.as_deref() == Some("harbor-core-z2xsjqdknc-"))
+            .unwrap()
+            .clone();
+        bare.spec = None;
+        pods.push(bare);
+        pods
+    }
+
+    /// The patch of `edits` is `json_patch::diff` of the whole pods, and the edit touched
+    /// nothing outside the engine's fields (which `edits` never looks at).
+    fn edits_like_json_patch(before: &Pod, after: &Pod, what: &str) {
+        assert_eq!(
+            edits(EngineFields::of(before), after.clone()).unwrap(),
+            reference(before, after),
+            "{what}"
+        );
+        let (mut b, mut a) = (before.clone(), after.clone());
+        EngineFields::take(&mut b);
+        EngineFields::take(&mut a);
+        if b.spec.is_none() {
+            // A new spec is added whole, whatever is in it.
+            a.spec = None;
+        }
+        assert!(b == a, "{what}: edited outside the engine's fields");
+    }
+
     #[test]
     fn every_fixture_pod_and_its_mutation_diff_like_json_patch() {
-        use k8s_openapi::api::core::v1::Pod;
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pods");
         let config = crate::mutate::MutateConfig::new("eu-west-1");
-        let mut seen = 0;
-        let mut with_volumes = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-            let pod: Pod = serde_yaml_ng::from_str(&text).unwrap();
+        let (mut seen, mut with_volumes, mut without_spec) = (0, 0, 0);
+        for pod in fixture_pods() {
             for facts in [crate::facts::Facts::default(), irsa_facts()] {
-                let Ok(m) = crate::mutate::mutate(&pod, &config, &facts) else {
+                let mut after = pod.clone();
+                if crate::mutate::edit(&mut after, &config, &facts).is_err() {
                     continue;
-                };
-                same(&pod, &m.pod);
-                // The engine edits only what `engine_fields` takes out: the fast path is taken.
-                let fast = engine_fields(&mut pod.clone(), &mut m.pod.clone()).unwrap();
-                assert_eq!(fast, Some(reference(&pod, &m.pod)));
-                assert_eq!(
-                    pods(pod.clone(), m.pod.clone()).unwrap(),
-                    reference(&pod, &m.pod)
-                );
-                assert_eq!(
-                    pods(m.pod.clone(), pod.clone()).unwrap(),
-                    reference(&m.pod, &pod)
-                );
+                }
+                let m = crate::mutate::mutate(&pod, &config, &facts).unwrap();
+                assert_eq!(m.pod, after, "mutate is edit on a copy");
+                same(&pod, &after);
+                edits_like_json_patch(&pod, &after, "mutation");
                 seen += 1;
                 let volumes = |p: &Pod| p.spec.as_ref().and_then(|s| s.volumes.clone());
-                with_volumes += usize::from(volumes(&pod) != volumes(&m.pod));
+                with_volumes += usize::from(volumes(&pod) != volumes(&after));
+                without_spec += usize::from(pod.spec.is_none() && after.spec.is_some());
             }
         }
         assert!(seen >= 20, "{seen} fixture mutations");
@@ -1001,12 +944,14 @@ mod tests {
             with_volumes >= 5,
             "{with_volumes} with web identity injected"
         );
+        assert!(without_spec >= 1, "{without_spec} given a spec");
     }
 
-    /// Edits of every kind the pruning could get wrong, each on every fixture pod, both ways.
+    /// Edits of every kind the engine makes and the pruning could get wrong, each on every
+    /// fixture pod, alone and two at once, both ways.
     #[test]
-    fn pruned_pods_diff_like_json_patch() {
-        use k8s_openapi::api::core::v1::{EnvVar, Pod, Volume, VolumeMount};
+    fn engine_edits_diff_like_json_patch() {
+        use k8s_openapi::api::core::v1::{EnvVar, Volume, VolumeMount};
         type Edit = fn(&mut Pod);
         fn spec(p: &mut Pod) -> &mut PodSpec {
             p.spec.get_or_insert_with(Default::default)
@@ -1040,7 +985,6 @@ mod tests {
                     e.value_from = None;
                 }
             },
-            |p| first(p).image = Some("other:1".into()),
             |p| {
                 first(p)
                     .volume_mounts
@@ -1051,21 +995,6 @@ mod tests {
                         ..Default::default()
                     })
             },
-            |p| {
-                let s = spec(p);
-                let c = s.containers[0].clone();
-                s.containers.push(c);
-            },
-            |p| {
-                let s = spec(p);
-                s.containers.reverse();
-                s.containers.insert(0, Container::default());
-            },
-            |p| {
-                let s = spec(p);
-                s.init_containers = Some(s.containers.clone());
-            },
-            |p| spec(p).init_containers = None,
             |p| {
                 spec(p).volumes.get_or_insert_with(Vec::new).push(Volume {
                     name: "token".into(),
@@ -1095,27 +1024,20 @@ mod tests {
                 }
             },
             |p| {
-                let last = spec(p).containers.last_mut().expect("a container");
-                last.volume_mounts = None;
-                last.env.get_or_insert_with(Vec::new).clear();
+                if let Some(last) = spec(p).containers.last_mut() {
+                    last.volume_mounts = None;
+                    last.env.get_or_insert_with(Vec::new).clear();
+                }
             },
-            |p| p.metadata.annotations = None,
-            |p| spec(p).tolerations = None,
-            |p| p.spec = None,
             |p| {
                 p.metadata
                     .annotations
                     .get_or_insert_with(Default::default)
                     .insert("a/b".into(), "c".into());
             },
-            |p| p.metadata.labels = None,
-            |p| p.metadata.name = Some("renamed".into()),
-            |p| p.status = Some(Default::default()),
+            |p| p.metadata.annotations = None,
         ];
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pods");
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-            let pod: Pod = serde_yaml_ng::from_str(&text).unwrap();
+        for pod in fixture_pods() {
             for (i, edit) in edits.iter().enumerate() {
                 let mut edited = pod.clone();
                 edit(&mut edited);
@@ -1123,16 +1045,10 @@ mod tests {
                 let mut twice = edited.clone();
                 edits[(i + 1) % edits.len()](&mut twice);
                 for other in [&edited, &twice] {
-                    assert_eq!(
-                        pods(pod.clone(), other.clone()).unwrap(),
-                        reference(&pod, other),
-                        "edit {i}"
-                    );
-                    assert_eq!(
-                        pods(other.clone(), pod.clone()).unwrap(),
-                        reference(other, &pod),
-                        "edit {i}, reversed"
-                    );
+                    edits_like_json_patch(&pod, other, &format!("edit {i}"));
+                    if pod.spec.is_some() {
+                        edits_like_json_patch(other, &pod, &format!("edit {i}, reversed"));
+                    }
                 }
             }
         }

@@ -291,10 +291,38 @@ struct Notes {
     audit: BTreeMap<String, String>,
 }
 
+/// What [`edit`] says besides the pod it edited.
+#[derive(Debug, Clone)]
+pub struct Edited {
+    pub outcome: Outcome,
+    /// For the cluster admin: what was replaced or dropped and why. Names only, never values.
+    pub warnings: Vec<String>,
+    /// Short machine-readable summary (becomes the review's auditAnnotations).
+    pub audit: BTreeMap<String, String>,
+}
+
 /// Switch `pod` to RDS IAM authentication, or explain why it is left alone.
 pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutation, MutateError> {
-    let unchanged = |outcome, warnings| Mutation {
-        pod: pod.clone(),
+    let mut out = pod.clone();
+    let Edited {
+        outcome,
+        warnings,
+        audit,
+    } = edit(&mut out, config, facts)?;
+    Ok(Mutation {
+        pod: out,
+        outcome,
+        warnings,
+        audit,
+    })
+}
+
+/// [`mutate`] in place. A skipped pod is left as it was; after an error the pod may be half
+/// edited and is to be thrown away. Only the pod's annotations, its ServiceAccount fields and
+/// volumes, and its containers' `env` and `volumeMounts` are ever written (the admission
+/// patch is made from those alone).
+pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edited, MutateError> {
+    let unchanged = |outcome, warnings| Edited {
         outcome,
         warnings,
         audit: BTreeMap::new(),
@@ -367,7 +395,7 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
     if component.uses_database() {
         check_database_urls(pod, &who, ns, facts, &mut notes)?;
     }
-    let mut out = pod.clone();
+    let out = pod;
     let spec = out.spec.get_or_insert_with(Default::default);
     if let Some(iam) = component.iam_env_names() {
         for c in spec.containers.iter_mut() {
@@ -416,13 +444,13 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
     if irsa {
         let role = check_role(&who, ns, &sa, facts, config, &mut notes)?;
         if let Some((role, annotations)) = role {
-            if identity::pod_opted_out(&out) {
+            if identity::pod_opted_out(out) {
                 notes
                     .audit
                     .insert("web-identity".into(), "skipped (pod label)".into());
             } else if config.inject_web_identity {
                 let wi = WebIdentity::resolve(
-                    &out,
+                    out,
                     role,
                     annotations,
                     config.regional_sts,
@@ -430,9 +458,9 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
                     &region,
                 );
                 if old_sa != sa {
-                    replace_stale_role(&mut out, facts.role_arn(ns, &old_sa), role, &mut notes);
+                    replace_stale_role(out, facts.role_arn(ns, &old_sa), role, &mut notes);
                 }
-                let changed = identity::inject(&mut out, &wi);
+                let changed = identity::inject(out, &wi);
                 notes.audit.insert(
                     "web-identity".into(),
                     if changed.is_empty() {
@@ -467,8 +495,7 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
     if !sslmode.is_empty() {
         audit.insert("sslmode".into(), sslmode.join(","));
     }
-    Ok(Mutation {
-        pod: out,
+    Ok(Edited {
         outcome: Outcome::Applied(component),
         warnings,
         audit,
