@@ -282,7 +282,7 @@ impl Candidate {
             return Evaluation::skipped(reason, mutation.outcome.component(), warnings);
         }
         // `json_patch::diff` of the two pods' `to_value`, from the edited fields alone.
-        let patch = diff::edits(before, pod).expect("a typed Pod always serialises");
+        let patch = diff::edits(&before, &pod).expect("a typed Pod always serialises");
         let mut audit = mutation.audit;
         let decision = if patch.0.is_empty() {
             Decision::Unchanged
