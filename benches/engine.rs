@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench engine` (under `cargo test --all-targets` each runs once, as a check).
 //!
-//! - `evaluate/<fixture>`: parse + `mutate::mutate` + diff for each `tests/fixtures/pods/*.yaml`
+//! - `evaluate/<fixture>`: parse + `mutate::edit` + patch for each `tests/fixtures/pods/*.yaml`
 //!   (`admission::evaluate` on the pod's JSON), plus a non-Harbor pod of the core pod's size;
 //! - `mutate/core`: `mutate::mutate` alone on the typed Harbor core pod;
 //! - `review/<body>`: `admission::review(bytes)` then `serde_json::to_vec(response)`, the
