@@ -12,6 +12,7 @@ use crate::facts::Facts;
 use crate::mutate::{self, Component, MutateConfig, Outcome, Skip, Target};
 
 mod diff;
+mod single;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -410,23 +411,13 @@ fn begin_with(
     config: &MutateConfig,
 ) -> Begin {
     // 1. Raw labels, leniently: only target pods are parsed into the typed model.
-    let target = config.target(
-        head.metadata.labels.as_ref(),
-        head.metadata.annotations.as_ref(),
-    );
-    let component = match target {
-        Target::NotHarbor => return Begin::Done(Evaluation::skipped("not-harbor", None, vec![])),
-        Target::OtherComponent(_) => {
-            return Begin::Done(Evaluation::skipped("no-database", None, vec![]));
-        }
-        Target::OptedOut(c) => {
-            return Begin::Done(Evaluation::skipped("opted-out", Some(c), vec![]));
-        }
-        Target::Mutate(c) => c,
+    let component = match decide(&head, config) {
+        Ok(c) => c,
+        Err(done) => return Begin::Done(done),
     };
     // 2. The typed pod. If it can't be read, the API server's own validation will say why; a
     //    webhook error here would hide that message.
-    let mut pod: Pod = match deserialize_tracked(|| serde_json::Deserializer::from_str(object)) {
+    let pod: Pod = match deserialize_tracked(|| serde_json::Deserializer::from_str(object)) {
         Ok(p) => p,
         Err(err) => {
             let name = head
@@ -445,15 +436,39 @@ fn begin_with(
             ));
         }
     };
+    Begin::Candidate(candidate(pod, component, namespace, config))
+}
+
+/// Whether the raw head makes the pod a target: its component, or the evaluation that leaves
+/// it alone.
+fn decide(head: &PodHead, config: &MutateConfig) -> Result<Component, Evaluation> {
+    match config.target(
+        head.metadata.labels.as_ref(),
+        head.metadata.annotations.as_ref(),
+    ) {
+        Target::NotHarbor => Err(Evaluation::skipped("not-harbor", None, vec![])),
+        Target::OtherComponent(_) => Err(Evaluation::skipped("no-database", None, vec![])),
+        Target::OptedOut(c) => Err(Evaluation::skipped("opted-out", Some(c), vec![])),
+        Target::Mutate(c) => Ok(c),
+    }
+}
+
+/// A target pod, typed, waiting for facts.
+fn candidate(
+    mut pod: Pod,
+    component: Component,
+    namespace: Option<&str>,
+    config: &MutateConfig,
+) -> Box<Candidate> {
     if pod.metadata.namespace.as_deref().unwrap_or("").is_empty() {
         pod.metadata.namespace = namespace.map(str::to_owned);
     }
     let needs = needs_of(&pod, component, config);
-    Begin::Candidate(Box::new(Candidate {
+    Box::new(Candidate {
         pod,
         component,
         needs,
-    }))
+    })
 }
 
 /// Decide about one pod object with the facts at hand (both phases).
@@ -632,6 +647,54 @@ fn parse(body: &[u8]) -> Result<Parsed<'_>, ReviewError> {
 
 /// Phase one of answering a mutating review body.
 pub fn start(body: &[u8], config: &MutateConfig) -> Result<ReviewStep, ReviewError> {
+    match one_pass(body, config) {
+        Some(step) => Ok(step),
+        None => start_in_passes(body, config),
+    }
+}
+
+/// [`start`] for the usual pod CREATE review, in one pass over the body
+/// ([`single`](self::single)); `None` for anything else, which [`start_in_passes`] answers.
+fn one_pass(body: &[u8], config: &MutateConfig) -> Option<ReviewStep> {
+    let r = single::read(body, config)?;
+    let gvk = &r.resource_kind;
+    let is_pod = gvk.group.is_empty() && gvk.version == "v1" && gvk.kind == "Pod";
+    if r.api_version.as_deref() != Some(API_VERSION)
+        || r.kind.as_deref() != Some(KIND)
+        || !is_pod
+        || r.operation != "CREATE"
+        || r.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
+    {
+        return None;
+    }
+    let m = &r.head.metadata;
+    let summary = Summary {
+        uid: r.uid.clone(),
+        namespace: r.namespace.clone().unwrap_or_default(),
+        name: r
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .or_else(|| m.name.clone().or(m.generate_name.clone()))
+            .unwrap_or_default(),
+        operation: r.operation,
+        ..Default::default()
+    };
+    Some(match decide(&r.head, config) {
+        Err(eval) => {
+            let (out, s) = answer(r.uid, summary, eval);
+            ReviewStep::Answered(out, s)
+        }
+        Ok(component) => ReviewStep::Pending(PendingReview {
+            uid: r.uid,
+            summary,
+            candidate: candidate(r.pod?, component, r.namespace.as_deref(), config),
+        }),
+    })
+}
+
+/// [`start`] the general way: the envelope, the raw head, then the typed pod.
+fn start_in_passes(body: &[u8], config: &MutateConfig) -> Result<ReviewStep, ReviewError> {
     let (uid, summary, namespace, object, head) = match parse(body)? {
         Parsed::Answered(out, s) => return Ok(ReviewStep::Answered(out, s)),
         Parsed::PodCreate {
@@ -883,6 +946,99 @@ mod tests {
         let w = &out.response.warnings[0];
         assert!(w.contains("spec.containers[0].env[0].value"), "{w}");
         assert!(!w.contains("123456789"), "{w}");
+    }
+
+    /// Everything a review step says: the answer (after the facts, for a candidate) and the
+    /// log summary.
+    fn render(step: ReviewStep, facts: &Facts) -> String {
+        let (out, summary) = match step {
+            ReviewStep::Answered(out, s) => (out, s),
+            ReviewStep::Pending(p) => {
+                let needs = format!("{:?}", p.needs());
+                let (out, s) = p.finish(&cfg(), facts);
+                return format!("{} {s:?} {needs}", serde_json::to_string(&out).unwrap());
+            }
+        };
+        format!("{} {summary:?}", serde_json::to_string(&out).unwrap())
+    }
+
+    /// The one-pass reading answers the usual reviews, and exactly as the general path does;
+    /// whatever it leaves to the general path is still answered.
+    #[test]
+    fn one_pass_answers_as_the_general_path() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pods");
+        let mut pods: Vec<serde_json::Value> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                serde_yaml_ng::from_str(&std::fs::read_to_string(e.unwrap().path()).unwrap())
+                    .unwrap()
+            })
+            .collect();
+        pods.push(core_pod());
+        let mut other = core_pod();
+        other["metadata"]["labels"] = json!({"app": "shop"});
+        other["spec"] = json!({"containers": "not a list, and not read"});
+        pods.push(other);
+        let facts = Facts::default();
+        let mut usual = 0;
+        for pod in &pods {
+            let body = review_json(pod.clone(), "CREATE");
+            let fast = one_pass(&body, &cfg()).expect("a usual review is read in one pass");
+            let general = start_in_passes(&body, &cfg()).unwrap();
+            assert_eq!(render(fast, &facts), render(general, &facts));
+            usual += 1;
+        }
+        assert!(usual >= 17, "{usual}");
+
+        // Left to the general path, and answered.
+        let mut unusual: Vec<Vec<u8>> = Vec::new();
+        let core = review_json(core_pod(), "CREATE");
+        let text = String::from_utf8(core.clone()).unwrap();
+        // `spec` before `metadata`.
+        unusual.push(
+            text.replace(
+                r#""apiVersion":"v1","kind":"Pod","metadata""#,
+                r#""apiVersion":"v1","kind":"Pod","spec":{},"metadata""#,
+            )
+            .into_bytes(),
+        );
+        let mut bad = core_pod();
+        bad["spec"]["containers"][0]["env"][0]["value"] = json!(5);
+        unusual.push(review_json(bad, "CREATE"));
+        let mut v2 = core_pod();
+        v2["apiVersion"] = json!("v2");
+        unusual.push(review_json(v2, "CREATE"));
+        unusual.push(review_json(core_pod(), "UPDATE"));
+        unusual.push(
+            text.replace(r#""uid":"#, r#""uid":"x","uid":"#)
+                .into_bytes(),
+        );
+        unusual.push(
+            text.replace(r#""metadata":"#, r#""metadata":{},"metadata":"#)
+                .into_bytes(),
+        );
+        unusual.push(
+            text.replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+                .into_bytes(),
+        );
+        unusual.push(b"{}".to_vec());
+        for body in &unusual {
+            assert!(
+                one_pass(body, &cfg()).is_none(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            let general = start_in_passes(body, &cfg()).map(|s| render(s, &facts));
+            let via_start = start(body, &cfg()).map(|s| render(s, &facts));
+            assert_eq!(
+                format!("{general:?}"),
+                format!("{via_start:?}"),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // The spec that came first really was there: answered by the general path.
+        assert!(start(&unusual[0], &cfg()).is_ok());
     }
 
     #[test]

@@ -1,0 +1,234 @@
+//! The usual pod CREATE review in one pass over the body.
+//!
+//! The general path reads a body three times: the envelope (which scans the whole pod to find
+//! where it ends), the pod's raw head, and the typed pod. Here the pod's members are visited
+//! as the envelope is read: `metadata` is kept as raw text and its head decides at once
+//! whether the pod is a target; only then is `spec` parsed straight into the typed model, or
+//! skipped. This relies on `metadata` coming before `spec`, as the API server writes it.
+//!
+//! Anything unusual ends the read with an error, and the caller answers the body on the
+//! general path instead: `metadata` after `spec`, a repeated key, a missing field, a value of
+//! the wrong type, a pod the typed model refuses. The general path then says exactly what it
+//! always says; this one only ever answers what it would answer the same way.
+
+use std::borrow::Cow;
+
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::{self, DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::{GroupVersionKind, HeadMeta, PodHead};
+use crate::mutate::{MutateConfig, Target};
+
+/// A review with a request and a pod object, as read in one pass.
+pub(super) struct Read {
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+    pub uid: String,
+    pub resource_kind: GroupVersionKind,
+    pub sub_resource: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub operation: String,
+    pub head: PodHead,
+    /// The typed pod, read only when the head made it a target.
+    pub pod: Option<Pod>,
+}
+
+/// The body in one pass, or `None` for the general path.
+pub(super) fn read(body: &[u8], config: &MutateConfig) -> Option<Read> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let read = Review(config).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(read)
+}
+
+/// Set a member seen for the first time.
+fn once<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
+    match slot {
+        Some(_) => Err(E::custom("repeated key")),
+        None => {
+            *slot = Some(value);
+            Ok(())
+        }
+    }
+}
+
+fn required<T, E: de::Error>(slot: Option<T>, name: &'static str) -> Result<T, E> {
+    slot.ok_or_else(|| E::missing_field(name))
+}
+
+/// The envelope: `apiVersion`, `kind`, `request`.
+struct Review<'c>(&'c MutateConfig);
+
+/// The request: who, what, and the pod object.
+struct Request<'c>(&'c MutateConfig);
+
+/// The pod object.
+struct Object<'c>(&'c MutateConfig);
+
+struct RequestRead {
+    uid: String,
+    resource_kind: GroupVersionKind,
+    sub_resource: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+    operation: String,
+    object: (PodHead, Option<Pod>),
+}
+
+macro_rules! map_seed {
+    ($($seed:ident => $value:ty, $what:literal;)*) => {$(
+        impl<'de> DeserializeSeed<'de> for $seed<'_> {
+            type Value = $value;
+            fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<$value, D::Error> {
+                d.deserialize_map(self)
+            }
+        }
+        impl $seed<'_> {
+            fn expecting(f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str($what)
+            }
+        }
+    )*};
+}
+
+map_seed! {
+    Review => Read, "an AdmissionReview";
+    Request => RequestRead, "an AdmissionReview request";
+    Object => (PodHead, Option<Pod>), "a pod";
+}
+
+impl<'de> Visitor<'de> for Review<'_> {
+    type Value = Read;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        Self::expecting(f)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Read, A::Error> {
+        let (mut api_version, mut kind, mut request) = (None, None, None);
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "apiVersion" => once(&mut api_version, map.next_value()?)?,
+                "kind" => once(&mut kind, map.next_value()?)?,
+                "request" => once(&mut request, map.next_value_seed(Request(self.0))?)?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let r: RequestRead = required(request, "request")?;
+        let (head, pod) = r.object;
+        Ok(Read {
+            api_version: api_version.flatten(),
+            kind: kind.flatten(),
+            uid: r.uid,
+            resource_kind: r.resource_kind,
+            sub_resource: r.sub_resource,
+            namespace: r.namespace,
+            name: r.name,
+            operation: r.operation,
+            head,
+            pod,
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for Request<'_> {
+    type Value = RequestRead;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        Self::expecting(f)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestRead, A::Error> {
+        let (mut uid, mut kind, mut sub_resource, mut namespace) = (None, None, None, None);
+        let (mut name, mut operation, mut object) = (None, None, None);
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "uid" => once(&mut uid, map.next_value()?)?,
+                "kind" => once(&mut kind, map.next_value()?)?,
+                "subResource" => once(&mut sub_resource, map.next_value()?)?,
+                "namespace" => once(&mut namespace, map.next_value()?)?,
+                "name" => once(&mut name, map.next_value()?)?,
+                "operation" => once(&mut operation, map.next_value()?)?,
+                "object" => once(&mut object, map.next_value_seed(Object(self.0))?)?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(RequestRead {
+            uid: required(uid, "uid")?,
+            resource_kind: required(kind, "kind")?,
+            sub_resource: sub_resource.flatten(),
+            namespace: namespace.flatten(),
+            name: name.flatten(),
+            operation: required(operation, "operation")?,
+            object: required(object, "object")?,
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for Object<'_> {
+    type Value = (PodHead, Option<Pod>);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        Self::expecting(f)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // `metadata` decides; until it has, `spec` and `status` can't be read.
+        let mut metadata: Option<(&'de RawValue, PodHead, bool)> = None;
+        let (mut api_version, mut kind): (Option<Cow<'de, str>>, Option<Cow<'de, str>>) =
+            (None, None);
+        let (mut spec, mut status): (Option<Option<PodSpec>>, Option<Option<PodStatus>>) =
+            (None, None);
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let target = metadata.as_ref().map(|m| m.2);
+            match (key.as_ref(), target) {
+                ("metadata", _) => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    // Leniently, as the general path reads the head.
+                    let head = PodHead {
+                        metadata: serde_json::from_str::<HeadMeta>(raw.get()).unwrap_or_default(),
+                    };
+                    let m = &head.metadata;
+                    let target = matches!(
+                        self.0.target(m.labels.as_ref(), m.annotations.as_ref()),
+                        Target::Mutate(_)
+                    );
+                    once(&mut metadata, (raw, head, target))?;
+                }
+                ("apiVersion", _) => once(&mut api_version, map.next_value()?)?,
+                ("kind", _) => once(&mut kind, map.next_value()?)?,
+                ("spec" | "status", None) => return Err(A::Error::custom("spec before metadata")),
+                ("spec", Some(true)) => once(&mut spec, map.next_value()?)?,
+                ("status", Some(true)) => once(&mut status, map.next_value()?)?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let Some((raw, head, target)) = metadata else {
+            return Ok((PodHead::default(), None));
+        };
+        if !target {
+            return Ok((head, None));
+        }
+        // What k8s-openapi's `Pod` insists on.
+        if api_version.is_some_and(|v| v != "v1") || kind.is_some_and(|k| k != "Pod") {
+            return Err(A::Error::custom("not a v1 Pod"));
+        }
+        let metadata = serde_json::from_str::<Option<ObjectMeta>>(raw.get())
+            .map_err(|_| A::Error::custom("metadata the typed model refuses"))?;
+        let pod = Pod {
+            metadata: metadata.unwrap_or_default(),
+            spec: spec.flatten(),
+            status: status.flatten(),
+        };
+        Ok((head, Some(pod)))
+    }
+}
