@@ -38,7 +38,9 @@ pub(super) struct Read {
 
 /// The body in one pass, or `None` for the general path.
 pub(super) fn read(body: &[u8], config: &MutateConfig) -> Option<Read> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // As text, like the general path's typed parse: the k8s-openapi deserializers (large) are
+    // then compiled once, for one kind of reader.
+    let mut de = serde_json::Deserializer::from_str(std::str::from_utf8(body).ok()?);
     let read = Review(config).deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(read)
