@@ -557,6 +557,28 @@ fn answer(uid: String, mut summary: Summary, eval: Evaluation) -> (ReviewOut, Su
     (wrap(response), summary)
 }
 
+/// The only reviews a pod is mutated in: a pod's CREATE, not of a subresource.
+fn is_pod_create(kind: &GroupVersionKind, operation: &str, sub_resource: Option<&str>) -> bool {
+    kind.group.is_empty()
+        && kind.version == "v1"
+        && kind.kind == "Pod"
+        && operation == "CREATE"
+        && sub_resource.is_none_or(str::is_empty)
+}
+
+/// The pod's name for the log, when the request has none (pods of controllers get theirs
+/// after admission): the object's, or its `generateName`.
+fn name_from_head(summary: &mut Summary, head: &PodHead) {
+    if summary.name.is_empty() {
+        let m = &head.metadata;
+        summary.name = m
+            .name
+            .clone()
+            .or(m.generate_name.clone())
+            .unwrap_or_default();
+    }
+}
+
 /// A pod CREATE review parsed: the uid, the log summary so far, the object.
 enum Parsed<'a> {
     Answered(ReviewOut, Summary),
@@ -609,11 +631,7 @@ fn parse(body: &[u8]) -> Result<Parsed<'_>, ReviewError> {
         operation: req.operation.clone(),
         ..Default::default()
     };
-    let is_pod = req.kind.group.is_empty() && req.kind.version == "v1" && req.kind.kind == "Pod";
-    if !is_pod
-        || req.operation != "CREATE"
-        || req.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
-    {
+    if !is_pod_create(&req.kind, &req.operation, req.sub_resource.as_deref()) {
         summary.decision = Some(Decision::Skipped);
         summary.reason = "not-a-pod-create";
         return Ok(Parsed::Answered(wrap(allowed(req.uid)), summary));
@@ -628,14 +646,7 @@ fn parse(body: &[u8]) -> Result<Parsed<'_>, ReviewError> {
     };
     // Read once here for the log line and by whoever decides next.
     let head = head_of(object.get());
-    if summary.name.is_empty() {
-        let m = &head.metadata;
-        summary.name = m
-            .name
-            .clone()
-            .or(m.generate_name.clone())
-            .unwrap_or_default();
-    }
+    name_from_head(&mut summary, &head);
     Ok(Parsed::PodCreate {
         uid: req.uid,
         summary,
@@ -657,29 +668,20 @@ pub fn start(body: &[u8], config: &MutateConfig) -> Result<ReviewStep, ReviewErr
 /// ([`single`](self::single)); `None` for anything else, which [`start_in_passes`] answers.
 fn one_pass(body: &[u8], config: &MutateConfig) -> Option<ReviewStep> {
     let r = single::read(body, config)?;
-    let gvk = &r.resource_kind;
-    let is_pod = gvk.group.is_empty() && gvk.version == "v1" && gvk.kind == "Pod";
     if r.api_version.as_deref() != Some(API_VERSION)
         || r.kind.as_deref() != Some(KIND)
-        || !is_pod
-        || r.operation != "CREATE"
-        || r.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
+        || !is_pod_create(&r.resource_kind, &r.operation, r.sub_resource.as_deref())
     {
         return None;
     }
-    let m = &r.head.metadata;
-    let summary = Summary {
+    let mut summary = Summary {
         uid: r.uid.clone(),
         namespace: r.namespace.clone().unwrap_or_default(),
-        name: r
-            .name
-            .clone()
-            .filter(|n| !n.is_empty())
-            .or_else(|| m.name.clone().or(m.generate_name.clone()))
-            .unwrap_or_default(),
+        name: r.name.clone().unwrap_or_default(),
         operation: r.operation,
         ..Default::default()
     };
+    name_from_head(&mut summary, &r.head);
     Some(match decide(&r.head, config) {
         Err(eval) => {
             let (out, s) = answer(r.uid, summary, eval);
