@@ -402,21 +402,26 @@ async fn binary_serves_with_a_dev_certificate_and_never_logs_secret_values() {
 }
 
 /// In a pod stderr is a pipe to the log collector: plain text there, no colour codes.
+/// POST a review of the Harbor core fixture pod to the running binary over HTTP/2.
+async fn review_core_pod(webhook: &common::Webhook, uid: &str) -> StatusCode {
+    let core = common::read_object(&common::fixtures().join("pods/harbor-helm-1.16-core.yaml"));
+    webhook
+        .client(H2, true)
+        .post(format!("https://localhost:{}/mutate", webhook.port))
+        .json(&review(&core, uid))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 #[tokio::test]
 async fn text_logs_to_a_file_carry_no_escape_sequences() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("log.txt");
     let log = std::fs::File::create(&log_path).unwrap();
     let webhook = common::Webhook::start(&[], &[], log.into()).await;
-    let (client, port) = (webhook.client(H2, true), webhook.port);
-    let pod = common::read_object(&common::fixtures().join("pods/harbor-helm-1.16-core.yaml"));
-    let res = client
-        .post(format!("https://localhost:{port}/mutate"))
-        .json(&review(&pod, "plain"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(review_core_pod(&webhook, "plain").await, StatusCode::OK);
     drop(webhook);
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(!logs.contains('\u{1b}'), "escape sequences in {logs:?}");
@@ -587,15 +592,7 @@ async fn binary_serves_metrics_on_their_own_port() {
         std::process::Stdio::null(),
     )
     .await;
-    let (client, port) = (webhook.client(H2, true), webhook.port);
-    let core = common::read_object(&common::fixtures().join("pods/harbor-helm-1.16-core.yaml"));
-    let res = client
-        .post(format!("https://localhost:{port}/mutate"))
-        .json(&review(&core, "m"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(review_core_pod(&webhook, "m").await, StatusCode::OK);
     let text = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .await
         .unwrap()

@@ -30,7 +30,8 @@ pub struct EngineFields {
     /// `None` for a pod without a spec (the engine then writes one).
     spec: Option<SpecFields>,
     containers: Vec<ContainerFields>,
-    init_containers: Vec<ContainerFields>,
+    /// `None` where the pod has no `initContainers`.
+    init_containers: Option<Vec<ContainerFields>>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -38,7 +39,6 @@ struct SpecFields {
     service_account: Option<String>,
     service_account_name: Option<String>,
     volumes: Option<Vec<Volume>>,
-    init_containers: bool,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -66,18 +66,13 @@ impl EngineFields {
                 service_account: s.service_account.clone(),
                 service_account_name: s.service_account_name.clone(),
                 volumes: s.volumes.clone(),
-                init_containers: s.init_containers.is_some(),
             }),
             containers: spec.map_or(vec![], |s| {
                 s.containers.iter().map(ContainerFields::of).collect()
             }),
-            init_containers: spec.map_or(vec![], |s| {
-                s.init_containers
-                    .iter()
-                    .flatten()
-                    .map(ContainerFields::of)
-                    .collect()
-            }),
+            init_containers: spec
+                .and_then(|s| s.init_containers.as_ref())
+                .map(|cs| cs.iter().map(ContainerFields::of).collect()),
         }
     }
 }
@@ -116,14 +111,14 @@ pub fn edits(before: &EngineFields, after: &Pod) -> Result<Patch, Error> {
     } else {
         p.containers("containers", &before.containers, &spec.containers)?;
     }
-    match init {
-        Some(all) if was.init_containers && before.init_containers.len() == all.len() => {
-            p.containers("initContainers", &before.init_containers, all)?;
+    match (&before.init_containers, init) {
+        (Some(was), Some(all)) if was.len() == all.len() => {
+            p.containers("initContainers", was, all)?;
         }
-        Some(all) if was.init_containers => p.replace(at(&["spec", "initContainers"]), all)?,
-        Some(all) => p.add(at(&["spec", "initContainers"]), all)?,
-        None if was.init_containers => p.remove(at(&["spec", "initContainers"])),
-        None => {}
+        (Some(_), Some(all)) => p.replace(at(&["spec", "initContainers"]), all)?,
+        (None, Some(all)) => p.add(at(&["spec", "initContainers"]), all)?,
+        (Some(_), None) => p.remove(at(&["spec", "initContainers"])),
+        (None, None) => {}
     }
     let mut gone = Vec::new();
     let name = |field| at(&["spec", field]);
