@@ -12,6 +12,7 @@ use crate::facts::Facts;
 use crate::mutate::{self, Component, MutateConfig, Outcome, Skip, Target};
 
 mod diff;
+mod projection;
 mod single;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -282,6 +283,14 @@ impl Candidate {
             };
             return Evaluation::skipped(reason, mutation.outcome.component(), warnings);
         }
+        // The pod is a projection: only edits it can write are written.
+        if !before.kept_whole(&pod) {
+            let warning = format!(
+                "{WARNING_PREFIX}pod left unchanged: the edit would rewrite a container or \
+                 volume whole, which this webhook never does (please report this)"
+            );
+            return Evaluation::skipped("internal", Some(component), vec![warning]);
+        }
         // `json_patch::diff` of the two pods' `to_value`, from the edited fields alone.
         let patch = diff::edits(&before, &pod).expect("a typed Pod always serialises");
         let mut audit = mutation.audit;
@@ -415,9 +424,10 @@ fn begin_with(
         Ok(c) => c,
         Err(done) => return Begin::Done(done),
     };
-    // 2. The typed pod. If it can't be read, the API server's own validation will say why; a
-    //    webhook error here would hide that message.
-    let pod: Pod = match deserialize_tracked(|| serde_json::Deserializer::from_str(object)) {
+    // 2. The typed pod, as far as the engine reads it. If that can't be read, the API server's
+    //    own validation will say why; a webhook error here would hide that message.
+    let read = deserialize_tracked(|| serde_json::Deserializer::from_str(object));
+    let pod = match read.map(projection::PodIn::into_pod) {
         Ok(p) => p,
         Err(err) => {
             let name = head

@@ -94,6 +94,25 @@ fn env_from() -> impl Strategy<Value = Value> {
     })
 }
 
+/// Volumes a pod may bring, one of them the web-identity token volume the engine would add.
+fn volumes() -> Vec<Value> {
+    vec![
+        json!({"name": "config", "configMap": {"name": "harbor-core", "defaultMode": 420}}),
+        json!({"name": "secret-key", "secret": {"secretName": "harbor-core"}}),
+        json!({"name": "aws-iam-token", "projected": {"sources": [{"serviceAccountToken": {
+            "audience": "sts.amazonaws.com", "expirationSeconds": 86400, "path": "token"}}]}}),
+        json!({"name": "scratch", "emptyDir": {}}),
+    ]
+}
+
+fn mounts() -> Vec<Value> {
+    vec![
+        json!({"name": "config", "mountPath": "/etc/core/app.conf", "subPath": "app.conf"}),
+        json!({"name": "aws-iam-token", "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount", "readOnly": true}),
+        json!({"name": "scratch", "mountPath": "/tmp"}),
+    ]
+}
+
 fn container(name: String) -> impl Strategy<Value = Value> {
     (
         prop::collection::vec(env_entry(), 0..6),
@@ -105,8 +124,10 @@ fn container(name: String) -> impl Strategy<Value = Value> {
                 "8gears.container-registry.com/8gcr/harbor-core:v2.15.0",
             ][..],
         ),
+        prop::sample::subsequence(mounts(), 0..=3),
+        any::<bool>(),
     )
-        .prop_map(move |(env, env_from, unknown, image)| {
+        .prop_map(move |(env, env_from, unknown, image, mounts, rich)| {
             let mut c = json!({"name": name.clone(), "image": image});
             if !env.is_empty() {
                 c["env"] = json!(env);
@@ -114,10 +135,73 @@ fn container(name: String) -> impl Strategy<Value = Value> {
             if !env_from.is_empty() {
                 c["envFrom"] = json!(env_from);
             }
+            if !mounts.is_empty() {
+                c["volumeMounts"] = json!(mounts);
+            }
             if unknown {
                 c["futureContainerField"] = json!([1, 2]);
             }
+            if rich {
+                // Fields the engine never reads (the server skips them unread).
+                c["resources"] = json!({"limits": {"memory": "1Gi"}, "requests": {"cpu": "100m"}});
+                c["securityContext"] =
+                    json!({"runAsNonRoot": true, "allowPrivilegeEscalation": false});
+                c["ports"] = json!([{"containerPort": 8080, "protocol": "TCP"}]);
+                c["livenessProbe"] = json!({"httpGet": {"path": "/api/v2.0/ping", "port": 8080}});
+            }
             c
+        })
+}
+
+/// What else of a pod the engine reads (annotations, the node selector, volumes, the
+/// deprecated ServiceAccount field) and what it never reads (owner references, managed
+/// fields, security context), as members to merge into the pod.
+fn pod_extras() -> impl Strategy<Value = Value> {
+    let annotations = [
+        ("eks.amazonaws.com/skip-containers", "c0,init0"),
+        ("eks.amazonaws.com/token-expiration", "7200"),
+        ("harbor-iam-webhook/aws-region", "eu-central-1"),
+        ("checksum/configmap", "0123abcd"),
+    ];
+    let os = prop::option::of(prop::sample::select(
+        &[
+            ("kubernetes.io/os", "windows"),
+            ("beta.kubernetes.io/os", "windows"),
+            ("kubernetes.io/os", "linux"),
+        ][..],
+    ));
+    (
+        prop::sample::subsequence(annotations.to_vec(), 0..=4),
+        os,
+        prop::sample::subsequence(volumes(), 0..=4),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(annotations, os, volumes, deprecated_sa, rich)| {
+            let mut x = json!({"metadata": {}, "spec": {}});
+            if !annotations.is_empty() {
+                let a: serde_json::Map<String, Value> =
+                    annotations.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+                x["metadata"]["annotations"] = Value::Object(a);
+            }
+            if let Some((k, v)) = os {
+                x["spec"]["nodeSelector"] = json!({k: v});
+            }
+            if !volumes.is_empty() {
+                x["spec"]["volumes"] = json!(volumes);
+            }
+            x["deprecatedServiceAccount"] = json!(deprecated_sa);
+            if rich {
+                x["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "harbor-core-5d4f", "uid": "0b6c9f8e-1b1a-4c47-9d8e-3f1f2b4c5d6e", "controller": true}]);
+                x["metadata"]["managedFields"] = json!([{"manager": "kube-controller-manager",
+                    "operation": "Update", "apiVersion": "v1", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:metadata": {"f:labels": {}}}}]);
+                x["spec"]["securityContext"] = json!({"fsGroup": 10000, "runAsUser": 10000});
+                x["spec"]["automountServiceAccountToken"] = json!(false);
+                x["spec"]["tolerations"] = json!([{"key": "dedicated", "operator": "Exists"}]);
+            }
+            x
         })
 }
 
@@ -128,36 +212,47 @@ fn pod(harbor: bool) -> impl Strategy<Value = Value> {
         prop::collection::vec(container("init".into()), 0..2),
         any::<bool>(),
         prop::option::of(prop::sample::select(&["default", "harbor-sa", "other"][..])),
+        pod_extras(),
     )
-        .prop_map(move |(component, mut containers, mut init, unknown, sa)| {
-            for (i, c) in containers.iter_mut().enumerate() {
-                c["name"] = json!(format!("c{i}"));
-            }
-            for (i, c) in init.iter_mut().enumerate() {
-                c["name"] = json!(format!("init{i}"));
-            }
-            let labels = if harbor {
-                json!({"app": "harbor", "component": component})
-            } else {
-                json!({"app": "web", "component": component})
-            };
-            let mut p = json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": "p-", "namespace": "harbor", "labels": labels},
-                "spec": {"containers": containers}
-            });
-            if !init.is_empty() {
-                p["spec"]["initContainers"] = json!(init);
-            }
-            if let Some(sa) = sa {
-                p["spec"]["serviceAccountName"] = json!(sa);
-            }
-            if unknown {
-                p["spec"]["futurePodField"] = json!({"a": "b"});
-                p["metadata"]["futureMetaField"] = json!(1);
-            }
-            p
-        })
+        .prop_map(
+            move |(component, mut containers, mut init, unknown, sa, extras)| {
+                for (i, c) in containers.iter_mut().enumerate() {
+                    c["name"] = json!(format!("c{i}"));
+                }
+                for (i, c) in init.iter_mut().enumerate() {
+                    c["name"] = json!(format!("init{i}"));
+                }
+                let labels = if harbor {
+                    json!({"app": "harbor", "component": component})
+                } else {
+                    json!({"app": "web", "component": component})
+                };
+                let mut p = json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"generateName": "p-", "namespace": "harbor", "labels": labels},
+                    "spec": {"containers": containers}
+                });
+                if !init.is_empty() {
+                    p["spec"]["initContainers"] = json!(init);
+                }
+                if let Some(sa) = sa {
+                    p["spec"]["serviceAccountName"] = json!(sa);
+                    if extras["deprecatedServiceAccount"] == true {
+                        p["spec"]["serviceAccount"] = json!(sa);
+                    }
+                }
+                for part in ["metadata", "spec"] {
+                    for (k, v) in extras[part].as_object().into_iter().flatten() {
+                        p[part][k] = v.clone();
+                    }
+                }
+                if unknown {
+                    p["spec"]["futurePodField"] = json!({"a": "b"});
+                    p["metadata"]["futureMetaField"] = json!(1);
+                }
+                p
+            },
+        )
 }
 
 fn run(pod: &Value, facts: &Facts) -> (harbor_iam_webhook::admission::Evaluation, Value) {
@@ -273,8 +368,10 @@ proptest! {
         prop_assert_eq!(out, p);
     }
 
-    /// The review's patch, made from the fields the engine edits, is the whole-pod diff of the
-    /// engine's output (the typed pod before and after, as `json_patch::diff` sees them).
+    /// The review, which reads only what the engine reads and makes the patch from the fields
+    /// it edits, says what the engine says of the whole typed pod: the same warnings, and as
+    /// patch the whole-pod diff (the typed pod before and after, as `json_patch::diff` sees
+    /// them).
     #[test]
     fn patch_is_the_whole_pod_diff(
         p in pod(true),
@@ -305,6 +402,9 @@ proptest! {
                     &serde_json::to_value(&m.pod).unwrap(),
                 );
                 prop_assert_eq!(eval.patch, whole);
+                // And it says what the engine says of the whole pod.
+                let said: Vec<String> = m.warnings.iter().map(|w| format!("harbor-iam-webhook: {w}")).collect();
+                prop_assert_eq!(eval.warnings, said);
             }
         }
     }

@@ -77,6 +77,29 @@ impl EngineFields {
     }
 }
 
+impl EngineFields {
+    /// Whether `after`, the pod as the engine left it, kept the pod's containers (same
+    /// number, so [`edits`] writes each field by field) and its volumes (unchanged, in order,
+    /// new ones only after them). The engine never does otherwise. On a projected pod
+    /// ([`super::projection`]) anything else would write a partial container or volume, so
+    /// this is checked rather than trusted.
+    pub fn kept_whole(&self, after: &Pod) -> bool {
+        let (Some(was), Some(spec)) = (&self.spec, &after.spec) else {
+            // A spec written where there was none, or dropped: nothing read is written.
+            return true;
+        };
+        let volumes_kept = match (&was.volumes, &spec.volumes) {
+            (None, _) => true,
+            (Some(before), Some(after)) => after.starts_with(before),
+            (Some(_), None) => false,
+        };
+        self.containers.len() == spec.containers.len()
+            && self.init_containers.as_ref().map(Vec::len)
+                == spec.init_containers.as_ref().map(Vec::len)
+            && volumes_kept
+    }
+}
+
 /// The JSON Patch from a pod whose [`EngineFields`] were `before` to `after`, the same pod as
 /// edited by the engine (see the module documentation).
 pub fn edits(before: &EngineFields, after: &Pod) -> Result<Patch, Error> {
@@ -438,6 +461,97 @@ mod tests {
             "{with_volumes} with web identity injected"
         );
         assert!(without_spec >= 1, "{without_spec} given a spec");
+    }
+
+    /// A review reads the projection of a pod, not the pod (`super::projection`); its answer
+    /// for every fixture is what the engine says of the whole typed pod.
+    #[test]
+    fn every_fixture_pod_is_answered_from_its_projection_as_from_the_whole() {
+        let config = crate::mutate::MutateConfig::new("eu-west-1");
+        let mut mutated = 0;
+        for pod in fixture_pods() {
+            for facts in [crate::facts::Facts::default(), irsa_facts()] {
+                let json = serde_json::to_string(&pod).unwrap();
+                let eval = crate::admission::evaluate(&json, Some("harbor"), &config, &facts);
+                let mut whole = pod.clone();
+                if whole.metadata.namespace.is_none() {
+                    whole.metadata.namespace = Some("harbor".into());
+                }
+                match crate::mutate::mutate(&whole, &config, &facts) {
+                    Err(_) => assert!(eval.denial.is_some()),
+                    Ok(m) => {
+                        assert_eq!(eval.patch, reference(&whole, &m.pod));
+                        let said: Vec<String> = m
+                            .warnings
+                            .iter()
+                            .map(|w| format!("{}{w}", super::super::WARNING_PREFIX))
+                            .collect();
+                        assert_eq!(eval.warnings, said);
+                        mutated += usize::from(!eval.patch.0.is_empty());
+                    }
+                }
+            }
+        }
+        assert!(mutated >= 20, "{mutated} fixture pods mutated");
+    }
+
+    /// Only edits the engine makes pass: containers kept, volumes kept with new ones after.
+    #[test]
+    fn kept_whole_refuses_edits_a_projection_cannot_write() {
+        use k8s_openapi::api::core::v1::Volume;
+        type Edit = fn(&mut PodSpec);
+        let refused: &[Edit] = &[
+            |s| s.containers.push(Container::default()),
+            |s| s.containers.truncate(0),
+            |s| s.init_containers = Some(s.containers.clone()),
+            |s| s.init_containers = Some(vec![]),
+            |s| {
+                s.init_containers
+                    .get_or_insert_with(Vec::new)
+                    .push(Container::default())
+            },
+            |s| {
+                let vs = s.volumes.get_or_insert_with(Vec::new);
+                vs.insert(0, vs.first().cloned().unwrap_or_default());
+                vs[0].name = "new".into();
+            },
+            |s| {
+                if let Some(v) = s.volumes.as_mut().and_then(|v| v.first_mut()) {
+                    v.empty_dir = Some(Default::default());
+                }
+            },
+            |s| {
+                s.volumes.as_mut().map(Vec::pop);
+            },
+            |s| s.volumes = None,
+        ];
+        let kept: &[Edit] = &[
+            |s| {
+                s.volumes
+                    .get_or_insert_with(Vec::new)
+                    .push(Volume::default())
+            },
+            |s| s.containers.iter_mut().for_each(|c| c.env = None),
+            |s| s.service_account_name = Some("x".into()),
+        ];
+        let mut refusals = 0;
+        for pod in fixture_pods().into_iter().filter(|p| p.spec.is_some()) {
+            let before = EngineFields::of(&pod);
+            for (i, edit) in refused.iter().enumerate() {
+                let mut edited = pod.clone();
+                edit(edited.spec.as_mut().unwrap());
+                if edited != pod {
+                    assert!(!before.kept_whole(&edited), "refused edit {i}");
+                    refusals += 1;
+                }
+            }
+            for (i, edit) in kept.iter().enumerate() {
+                let mut edited = pod.clone();
+                edit(edited.spec.as_mut().unwrap());
+                assert!(before.kept_whole(&edited), "kept edit {i}");
+            }
+        }
+        assert!(refusals >= 40, "{refusals} refusals checked");
     }
 
     /// Edits of every kind the engine makes and the pruning could get wrong, each on every

@@ -3,21 +3,22 @@
 //! The general path reads a body three times: the envelope (which scans the whole pod to find
 //! where it ends), the pod's raw head, and the typed pod. Here the pod's members are visited
 //! as the envelope is read: `metadata` is kept as raw text and its head decides at once
-//! whether the pod is a target; only then is `spec` parsed straight into the typed model, or
-//! skipped. This relies on `metadata` coming before `spec`, as the API server writes it.
+//! whether the pod is a target; only then is `spec` read straight into the engine's projection
+//! of the pod ([`projection`]), or skipped. This relies on `metadata` coming before `spec`, as
+//! the API server writes it.
 //!
 //! Anything unusual ends the read with an error, and the caller answers the body on the
 //! general path instead: `metadata` after `spec`, a repeated key, a missing field, a value of
-//! the wrong type, a pod the typed model refuses. The general path then says exactly what it
+//! the wrong type, a pod the projection refuses. The general path then says exactly what it
 //! always says; this one only ever answers what it would answer the same way.
 
 use std::borrow::Cow;
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::Pod;
 use serde::de::{self, DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::projection::{self, MetaIn, SpecIn};
 use super::{GroupVersionKind, HeadMeta, PodHead};
 use crate::mutate::{MutateConfig, Target};
 
@@ -32,7 +33,7 @@ pub(super) struct Read {
     pub name: Option<String>,
     pub operation: String,
     pub head: PodHead,
-    /// The typed pod, read only when the head made it a target.
+    /// The projected pod, read only when the head made it a target.
     pub pod: Option<Pod>,
 }
 
@@ -182,12 +183,11 @@ impl<'de> Visitor<'de> for Object<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        // `metadata` decides; until it has, `spec` and `status` can't be read.
+        // `metadata` decides; until it has, `spec` can't be read.
         let mut metadata: Option<(&'de RawValue, PodHead, bool)> = None;
         let (mut api_version, mut kind): (Option<Cow<'de, str>>, Option<Cow<'de, str>>) =
             (None, None);
-        let (mut spec, mut status): (Option<Option<PodSpec>>, Option<Option<PodStatus>>) =
-            (None, None);
+        let mut spec: Option<Option<SpecIn>> = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             let target = metadata.as_ref().map(|m| m.2);
             match (key.as_ref(), target) {
@@ -206,9 +206,8 @@ impl<'de> Visitor<'de> for Object<'_> {
                 }
                 ("apiVersion", _) => once(&mut api_version, map.next_value()?)?,
                 ("kind", _) => once(&mut kind, map.next_value()?)?,
-                ("spec" | "status", None) => return Err(A::Error::custom("spec before metadata")),
+                ("spec", None) => return Err(A::Error::custom("spec before metadata")),
                 ("spec", Some(true)) => once(&mut spec, map.next_value()?)?,
-                ("status", Some(true)) => once(&mut status, map.next_value()?)?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -224,13 +223,8 @@ impl<'de> Visitor<'de> for Object<'_> {
         if api_version.is_some_and(|v| v != "v1") || kind.is_some_and(|k| k != "Pod") {
             return Err(A::Error::custom("not a v1 Pod"));
         }
-        let metadata = serde_json::from_str::<Option<ObjectMeta>>(raw.get())
-            .map_err(|_| A::Error::custom("metadata the typed model refuses"))?;
-        let pod = Pod {
-            metadata: metadata.unwrap_or_default(),
-            spec: spec.flatten(),
-            status: status.flatten(),
-        };
-        Ok((head, Some(pod)))
+        let metadata = serde_json::from_str::<Option<MetaIn>>(raw.get())
+            .map_err(|_| A::Error::custom("metadata the projection refuses"))?;
+        Ok((head, Some(projection::pod(metadata, spec.flatten()))))
     }
 }

@@ -1,0 +1,165 @@
+//! The pod as the webhook reads it: the members the engine reads or writes, in k8s-openapi's
+//! own types, and nothing else.
+//!
+//! A pod's bulk (probes, resources, security contexts, volume sources, status, managed
+//! fields) is skipped unread: the engine never looks at it, and the patch is made from the
+//! engine's fields alone ([`super::diff`]), so none of it could reach the answer. What is read
+//! is read exactly as k8s-openapi reads it: a `null` member is absent, a missing required
+//! member is its default, a value of the wrong type is an error naming its path.
+//!
+//! The engine's result on the projection is its result on the whole pod; tests hold the
+//! review's patch to `json_patch::diff` of the whole typed pod before and after the engine
+//! (`tests/properties.rs`, and every fixture in `admission.rs`). A field the engine starts to
+//! read must be added here; those tests fail until it is.
+//!
+//! The other side of the bargain: a projected volume holds only its name and a projected
+//! container only what is read here, so neither may ever be written whole: the patch may only
+//! add volumes after the pod's own, and writes containers field by field
+//! ([`EngineFields::kept_whole`](super::diff::EngineFields::kept_whole) checks it).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, EnvFromSource, EnvVar, Pod, PodSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Deserializer, de};
+
+/// A whole pod object, projected. `apiVersion` and `kind` are checked as k8s-openapi checks
+/// them: either absent, or `v1` and `Pod`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct PodIn {
+    #[serde(default, rename = "apiVersion", deserialize_with = "api_version")]
+    _api_version: (),
+    #[serde(default, rename = "kind", deserialize_with = "kind")]
+    _kind: (),
+    metadata: Option<MetaIn>,
+    spec: Option<SpecIn>,
+}
+
+impl PodIn {
+    pub fn into_pod(self) -> Pod {
+        pod(self.metadata, self.spec)
+    }
+}
+
+/// The projected pod from its parts.
+pub(super) fn pod(metadata: Option<MetaIn>, spec: Option<SpecIn>) -> Pod {
+    Pod {
+        metadata: metadata.map(MetaIn::into_meta).unwrap_or_default(),
+        spec: spec.map(SpecIn::into_spec),
+        status: None,
+    }
+}
+
+fn fixed<'de, D: Deserializer<'de>>(d: D, expected: &'static str) -> Result<(), D::Error> {
+    let value = String::deserialize(d)?;
+    if value == expected {
+        Ok(())
+    } else {
+        Err(de::Error::invalid_value(
+            de::Unexpected::Str(&value),
+            &expected,
+        ))
+    }
+}
+
+fn api_version<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    fixed(d, "v1")
+}
+
+fn kind<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    fixed(d, "Pod")
+}
+
+/// `metadata`: the names the messages use, the namespace, labels and annotations.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct MetaIn {
+    name: Option<String>,
+    generate_name: Option<String>,
+    namespace: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+impl MetaIn {
+    fn into_meta(self) -> ObjectMeta {
+        ObjectMeta {
+            name: self.name,
+            generate_name: self.generate_name,
+            namespace: self.namespace,
+            labels: self.labels,
+            annotations: self.annotations,
+            ..Default::default()
+        }
+    }
+}
+
+/// `spec`: the containers, the volumes' names, the ServiceAccount fields, and the node
+/// selector (which tells a Windows pod).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct SpecIn {
+    containers: Option<Vec<ContainerIn>>,
+    init_containers: Option<Vec<ContainerIn>>,
+    volumes: Option<Vec<VolumeIn>>,
+    service_account: Option<String>,
+    service_account_name: Option<String>,
+    node_selector: Option<BTreeMap<String, String>>,
+}
+
+impl SpecIn {
+    fn into_spec(self) -> PodSpec {
+        let containers = |cs: Vec<ContainerIn>| cs.into_iter().map(ContainerIn::into_container);
+        PodSpec {
+            containers: self
+                .containers
+                .map_or_else(Vec::new, |cs| containers(cs).collect()),
+            init_containers: self.init_containers.map(|cs| containers(cs).collect()),
+            volumes: self.volumes.map(|vs| {
+                vs.into_iter()
+                    .map(|v| Volume {
+                        name: v.name.unwrap_or_default(),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            service_account: self.service_account,
+            service_account_name: self.service_account_name,
+            node_selector: self.node_selector,
+            ..Default::default()
+        }
+    }
+}
+
+/// A container: its name and image, and the environment and mounts the engine edits.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerIn {
+    name: Option<String>,
+    image: Option<String>,
+    env: Option<Vec<EnvVar>>,
+    env_from: Option<Vec<EnvFromSource>>,
+    volume_mounts: Option<Vec<VolumeMount>>,
+}
+
+impl ContainerIn {
+    fn into_container(self) -> Container {
+        Container {
+            name: self.name.unwrap_or_default(),
+            image: self.image,
+            env: self.env,
+            env_from: self.env_from,
+            volume_mounts: self.volume_mounts,
+            ..Default::default()
+        }
+    }
+}
+
+/// A volume: its name only.
+#[derive(Deserialize)]
+struct VolumeIn {
+    name: Option<String>,
+}
