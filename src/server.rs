@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use tower_http::timeout::TimeoutLayer;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::admission::{self, Decision, ReviewError, ReviewStep, Summary};
 use crate::cluster::ClusterFacts;
@@ -191,7 +191,7 @@ fn respond(
                 latency_us = elapsed.as_micros() as u64,
                 "review"
             );
-            axum::Json(review).into_response()
+            json_response(&review)
         }
         Err(err) => {
             let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
@@ -202,6 +202,34 @@ fn respond(
             });
             warn!(endpoint, status = status.as_u16(), error = %err, "review rejected");
             client_error(status, err.to_string())
+        }
+    }
+}
+
+/// `review` as a JSON response, written into a buffer sized for it (axum's `Json` starts at
+/// 128 bytes and copies at each doubling; a patched review is a few KiB).
+fn json_response(review: &admission::ReviewOut) -> Response {
+    let r = &review.response;
+    let size = 256
+        + r.patch.as_ref().map_or(0, String::len)
+        + r.warnings.iter().map(String::len).sum::<usize>()
+        + r.audit_annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum::<usize>();
+    let mut body = Vec::with_capacity(size);
+    match serde_json::to_writer(&mut body, review) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(err) => {
+            error!(error = %err, "cannot serialise a review response");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
 }

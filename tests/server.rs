@@ -112,6 +112,7 @@ async fn every_fixture_over_http1_and_http2() {
                 .unwrap();
             assert_eq!(res.version(), version);
             assert_eq!(res.status(), StatusCode::OK, "{file}");
+            assert_eq!(res.headers()["content-type"], "application/json", "{file}");
             let body: Value = res.json().await.unwrap();
             assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
             assert_eq!(body["kind"], "AdmissionReview");
