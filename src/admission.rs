@@ -960,6 +960,19 @@ mod tests {
         let w = &out.response.warnings[0];
         assert!(w.contains("spec.containers[0].env[0].value"), "{w}");
         assert!(!w.contains("123456789"), "{w}");
+        // A field the engine does not read is not read at all: the pod is handled, and the
+        // field is left for the API server's validation (and is not in the patch).
+        let mut odd = core_pod();
+        odd["spec"]["containers"][0]["resources"] = json!("oops");
+        odd["status"] = json!(7);
+        let (out, s) = review(&review_json(odd, "CREATE"), &cfg(), &Facts::default()).unwrap();
+        assert_eq!(s.reason, "applied");
+        let patch = serde_json::to_string(&decode_patch(&out.response)).unwrap();
+        assert!(patch.contains("POSTGRESQL_USE_IAM_AUTH"), "{patch}");
+        assert!(
+            !patch.contains("resources") && !patch.contains("oops"),
+            "{patch}"
+        );
     }
 
     /// Everything a review step says: the answer (after the facts, for a candidate) and the
