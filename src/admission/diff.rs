@@ -463,6 +463,21 @@ mod tests {
         assert!(without_spec >= 1, "{without_spec} given a spec");
     }
 
+    type SpecEdit = fn(&mut PodSpec);
+
+    /// Containers added, dropped or reordered: never the engine's edits.
+    const CONTAINER_CHANGES: &[SpecEdit] = &[
+        |s| s.containers.push(Container::default()),
+        |s| s.containers.truncate(0),
+        |s| s.init_containers = Some(s.containers.clone()),
+        |s| s.init_containers = None,
+        |s| {
+            s.init_containers
+                .get_or_insert_with(Vec::new)
+                .push(Container::default())
+        },
+    ];
+
     /// A review reads the projection of a pod, not the pod (`super::projection`); its answer
     /// for every fixture is what the engine says of the whole typed pod.
     #[test]
@@ -499,17 +514,7 @@ mod tests {
     #[test]
     fn kept_whole_refuses_edits_a_projection_cannot_write() {
         use k8s_openapi::api::core::v1::Volume;
-        type Edit = fn(&mut PodSpec);
-        let refused: &[Edit] = &[
-            |s| s.containers.push(Container::default()),
-            |s| s.containers.truncate(0),
-            |s| s.init_containers = Some(s.containers.clone()),
-            |s| s.init_containers = Some(vec![]),
-            |s| {
-                s.init_containers
-                    .get_or_insert_with(Vec::new)
-                    .push(Container::default())
-            },
+        let volume_changes: &[SpecEdit] = &[
             |s| {
                 let vs = s.volumes.get_or_insert_with(Vec::new);
                 vs.insert(0, vs.first().cloned().unwrap_or_default());
@@ -525,7 +530,8 @@ mod tests {
             },
             |s| s.volumes = None,
         ];
-        let kept: &[Edit] = &[
+        let refused = CONTAINER_CHANGES.iter().chain(volume_changes);
+        let kept: &[SpecEdit] = &[
             |s| {
                 s.volumes
                     .get_or_insert_with(Vec::new)
@@ -537,7 +543,7 @@ mod tests {
         let mut refusals = 0;
         for pod in fixture_pods().into_iter().filter(|p| p.spec.is_some()) {
             let before = EngineFields::of(&pod);
-            for (i, edit) in refused.iter().enumerate() {
+            for (i, edit) in refused.clone().enumerate() {
                 let mut edited = pod.clone();
                 edit(edited.spec.as_mut().unwrap());
                 if edited != pod {
@@ -665,20 +671,8 @@ mod tests {
     /// turns the pod into the edited one.
     #[test]
     fn containers_that_do_not_pair_up_are_written_whole() {
-        type Edit = fn(&mut PodSpec);
-        let changes: &[Edit] = &[
-            |s| s.containers.push(Container::default()),
-            |s| s.containers.truncate(0),
-            |s| s.init_containers = Some(s.containers.clone()),
-            |s| s.init_containers = None,
-            |s| {
-                s.init_containers
-                    .get_or_insert_with(Vec::new)
-                    .push(Container::default())
-            },
-        ];
         for pod in fixture_pods().into_iter().filter(|p| p.spec.is_some()) {
-            for (i, edit) in changes.iter().enumerate() {
+            for (i, edit) in CONTAINER_CHANGES.iter().enumerate() {
                 let mut edited = pod.clone();
                 edit(edited.spec.as_mut().unwrap());
                 for (b, a) in [(&pod, &edited), (&edited, &pod)] {
