@@ -53,6 +53,10 @@ pub(super) fn pod(metadata: Option<MetaIn>, spec: Option<SpecIn>) -> Pod {
     }
 }
 
+/// What a pod object's `apiVersion` and `kind` must be when present.
+pub(super) const POD_API_VERSION: &str = "v1";
+pub(super) const POD_KIND: &str = "Pod";
+
 fn fixed<'de, D: Deserializer<'de>>(d: D, expected: &'static str) -> Result<(), D::Error> {
     let value = String::deserialize(d)?;
     if value == expected {
@@ -66,11 +70,11 @@ fn fixed<'de, D: Deserializer<'de>>(d: D, expected: &'static str) -> Result<(), 
 }
 
 fn api_version<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
-    fixed(d, "v1")
+    fixed(d, POD_API_VERSION)
 }
 
 fn kind<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
-    fixed(d, "Pod")
+    fixed(d, POD_KIND)
 }
 
 /// `metadata`: the names the messages use, the namespace, labels and annotations.

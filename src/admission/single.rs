@@ -219,8 +219,10 @@ impl<'de> Visitor<'de> for Object<'_> {
         if !target {
             return Ok((head, None));
         }
-        // What k8s-openapi's `Pod` insists on.
-        if api_version.is_some_and(|v| v != "v1") || kind.is_some_and(|k| k != "Pod") {
+        // What the projection (as k8s-openapi's `Pod`) insists on.
+        if api_version.is_some_and(|v| v != projection::POD_API_VERSION)
+            || kind.is_some_and(|k| k != projection::POD_KIND)
+        {
             return Err(A::Error::custom("not a v1 Pod"));
         }
         let metadata = serde_json::from_str::<Option<MetaIn>>(raw.get())
