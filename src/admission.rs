@@ -452,10 +452,16 @@ fn begin_with(
 /// Whether the raw head makes the pod a target: its component, or the evaluation that leaves
 /// it alone.
 fn decide(head: &PodHead, config: &MutateConfig) -> Result<Component, Evaluation> {
-    match config.target(
+    decision(config.target(
         head.metadata.labels.as_ref(),
         head.metadata.annotations.as_ref(),
-    ) {
+    ))
+}
+
+/// What a pod's target class means for it: its component, or the evaluation that leaves it
+/// alone.
+fn decision(target: Target) -> Result<Component, Evaluation> {
+    match target {
         Target::NotHarbor => Err(Evaluation::skipped("not-harbor", None, vec![])),
         Target::OtherComponent(_) => Err(Evaluation::skipped("no-database", None, vec![])),
         Target::OptedOut(c) => Err(Evaluation::skipped("opted-out", Some(c), vec![])),
@@ -693,8 +699,10 @@ fn one_pass(body: &[u8], config: &MutateConfig) -> Option<ReviewStep> {
         operation: r.operation,
         ..Default::default()
     };
-    name_from_head(&mut summary, &r.head);
-    Some(match decide(&r.head, config) {
+    if summary.name.is_empty() {
+        summary.name = r.pod_name.unwrap_or_default();
+    }
+    Some(match decision(r.target) {
         Err(eval) => {
             let (out, s) = answer(r.uid, summary, eval);
             ReviewStep::Answered(out, s)
@@ -1006,11 +1014,13 @@ mod tests {
         other["metadata"]["labels"] = json!({"app": "shop"});
         other["spec"] = json!({"containers": "not a list, and not read"});
         pods.push(other);
+        pods.push(json!({"apiVersion": "v1", "kind": "Pod", "metadata": null, "spec": {}}));
         let facts = Facts::default();
         let mut usual = 0;
         for pod in &pods {
             let body = review_json(pod.clone(), "CREATE");
-            let fast = one_pass(&body, &cfg()).expect("a usual review is read in one pass");
+            let fast =
+                one_pass(&body, &cfg()).unwrap_or_else(|| panic!("not read in one pass: {pod}"));
             let general = start_in_passes(&body, &cfg()).unwrap();
             assert_eq!(render(fast, &facts), render(general, &facts));
             usual += 1;
@@ -1049,6 +1059,20 @@ mod tests {
                 .into_bytes(),
         );
         unusual.push(b"{}".to_vec());
+        unusual.push(review_json(json!({"kind": "Pod", "spec": {}}), "CREATE"));
+        // A `metadata` the projection refuses, where the general path reads what it can.
+        for (member, value) in [
+            ("labels", json!({"app": 5})),
+            ("annotations", json!(["not", "a", "map"])),
+            ("name", json!(7)),
+        ] {
+            let mut shop = core_pod();
+            shop["metadata"]["labels"] = json!({"app": "shop"});
+            for mut pod in [core_pod(), shop] {
+                pod["metadata"][member] = value.clone();
+                unusual.push(review_json(pod, "CREATE"));
+            }
+        }
         for body in &unusual {
             assert!(
                 one_pass(body, &cfg()).is_none(),

@@ -89,6 +89,23 @@ pub(super) struct MetaIn {
 }
 
 impl MetaIn {
+    pub fn labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.labels.as_ref()
+    }
+
+    pub fn annotations(&self) -> Option<&BTreeMap<String, String>> {
+        self.annotations.as_ref()
+    }
+
+    /// The pod's `name`, or else its `generateName`, as the log names it.
+    pub fn name(&self) -> Option<String> {
+        self.name.as_ref().or(self.generate_name.as_ref()).cloned()
+    }
+
+    pub fn into_name(self) -> Option<String> {
+        self.name.or(self.generate_name)
+    }
+
     fn into_meta(self) -> ObjectMeta {
         ObjectMeta {
             name: self.name,

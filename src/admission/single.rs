@@ -2,24 +2,25 @@
 //!
 //! The general path reads a body three times: the envelope (which scans the whole pod to find
 //! where it ends), the pod's raw head, and the typed pod. Here the pod's members are visited
-//! as the envelope is read: `metadata` is kept as raw text and its head decides at once
-//! whether the pod is a target; only then is `spec` read straight into the engine's projection
-//! of the pod ([`projection`]), or skipped. This relies on `metadata` coming before `spec`, as
-//! the API server writes it.
+//! as the envelope is read: `metadata` is read once, straight into the projection
+//! ([`projection`]), and its labels decide at once whether the pod is a target; only then is
+//! `spec` read into the projection too, or skipped. This relies on `metadata` coming before
+//! `spec`, as the API server writes it.
 //!
 //! Anything unusual ends the read with an error, and the caller answers the body on the
 //! general path instead: `metadata` after `spec`, a repeated key, a missing field, a value of
-//! the wrong type, a pod the projection refuses. The general path then says exactly what it
-//! always says; this one only ever answers what it would answer the same way.
+//! the wrong type (even in a non-Harbor pod's `metadata`, which the general path reads
+//! leniently), a pod the projection refuses. The general path then says exactly what it
+//! always says; this one only ever answers what it would answer the same way: where the
+//! projection reads a `metadata`, the lenient head reads the same labels and names.
 
 use std::borrow::Cow;
 
 use k8s_openapi::api::core::v1::Pod;
 use serde::de::{self, DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
+use super::GroupVersionKind;
 use super::projection::{self, MetaIn, SpecIn};
-use super::{GroupVersionKind, HeadMeta, PodHead};
 use crate::mutate::{MutateConfig, Target};
 
 /// A review with a request and a pod object, as read in one pass.
@@ -32,8 +33,11 @@ pub(super) struct Read {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub operation: String,
-    pub head: PodHead,
-    /// The projected pod, read only when the head made it a target.
+    /// What the pod's labels and annotations make it.
+    pub target: Target,
+    /// The pod's `name`, or else its `generateName`.
+    pub pod_name: Option<String>,
+    /// The projected pod, read only when it is a target.
     pub pod: Option<Pod>,
 }
 
@@ -78,7 +82,14 @@ struct RequestRead {
     namespace: Option<String>,
     name: Option<String>,
     operation: String,
-    object: (PodHead, Option<Pod>),
+    object: ObjectRead,
+}
+
+/// The pod object as far as it was read.
+struct ObjectRead {
+    target: Target,
+    pod_name: Option<String>,
+    pod: Option<Pod>,
 }
 
 macro_rules! map_seed {
@@ -100,7 +111,7 @@ macro_rules! map_seed {
 map_seed! {
     Review => Read, "an AdmissionReview";
     Request => RequestRead, "an AdmissionReview request";
-    Object => (PodHead, Option<Pod>), "a pod";
+    Object => ObjectRead, "a pod";
 }
 
 impl<'de> Visitor<'de> for Review<'_> {
@@ -123,7 +134,11 @@ impl<'de> Visitor<'de> for Review<'_> {
             }
         }
         let r: RequestRead = required(request, "request")?;
-        let (head, pod) = r.object;
+        let ObjectRead {
+            target,
+            pod_name,
+            pod,
+        } = r.object;
         Ok(Read {
             api_version: api_version.flatten(),
             kind: kind.flatten(),
@@ -133,7 +148,8 @@ impl<'de> Visitor<'de> for Review<'_> {
             namespace: r.namespace,
             name: r.name,
             operation: r.operation,
-            head,
+            target,
+            pod_name,
             pod,
         })
     }
@@ -176,33 +192,28 @@ impl<'de> Visitor<'de> for Request<'_> {
 }
 
 impl<'de> Visitor<'de> for Object<'_> {
-    type Value = (PodHead, Option<Pod>);
+    type Value = ObjectRead;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         Self::expecting(f)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ObjectRead, A::Error> {
         // `metadata` decides; until it has, `spec` can't be read.
-        let mut metadata: Option<(&'de RawValue, PodHead, bool)> = None;
+        let mut metadata: Option<(Option<MetaIn>, Target)> = None;
         let (mut api_version, mut kind): (Option<Cow<'de, str>>, Option<Cow<'de, str>>) =
             (None, None);
         let mut spec: Option<Option<SpecIn>> = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            let target = metadata.as_ref().map(|m| m.2);
+            let target = metadata.as_ref().map(|m| matches!(m.1, Target::Mutate(_)));
             match (key.as_ref(), target) {
                 ("metadata", _) => {
-                    let raw: &'de RawValue = map.next_value()?;
-                    // Leniently, as the general path reads the head.
-                    let head = PodHead {
-                        metadata: serde_json::from_str::<HeadMeta>(raw.get()).unwrap_or_default(),
+                    let meta: Option<MetaIn> = map.next_value()?;
+                    let target = match &meta {
+                        Some(m) => self.0.target(m.labels(), m.annotations()),
+                        None => self.0.target(None, None),
                     };
-                    let m = &head.metadata;
-                    let target = matches!(
-                        self.0.target(m.labels.as_ref(), m.annotations.as_ref()),
-                        Target::Mutate(_)
-                    );
-                    once(&mut metadata, (raw, head, target))?;
+                    once(&mut metadata, (meta, target))?;
                 }
                 ("apiVersion", _) => once(&mut api_version, map.next_value()?)?,
                 ("kind", _) => once(&mut kind, map.next_value()?)?,
@@ -213,11 +224,13 @@ impl<'de> Visitor<'de> for Object<'_> {
                 }
             }
         }
-        let Some((raw, head, target)) = metadata else {
-            return Ok((PodHead::default(), None));
-        };
-        if !target {
-            return Ok((head, None));
+        let (meta, target) = metadata.unwrap_or_else(|| (None, self.0.target(None, None)));
+        if !matches!(target, Target::Mutate(_)) {
+            return Ok(ObjectRead {
+                target,
+                pod_name: meta.and_then(MetaIn::into_name),
+                pod: None,
+            });
         }
         // What the projection (as k8s-openapi's `Pod`) insists on.
         if api_version.is_some_and(|v| v != projection::POD_API_VERSION)
@@ -225,8 +238,10 @@ impl<'de> Visitor<'de> for Object<'_> {
         {
             return Err(A::Error::custom("not a v1 Pod"));
         }
-        let metadata = serde_json::from_str::<Option<MetaIn>>(raw.get())
-            .map_err(|_| A::Error::custom("metadata the projection refuses"))?;
-        Ok((head, Some(projection::pod(metadata, spec.flatten()))))
+        Ok(ObjectRead {
+            target,
+            pod_name: meta.as_ref().and_then(MetaIn::name),
+            pod: Some(projection::pod(meta, spec.flatten())),
+        })
     }
 }
