@@ -12,6 +12,7 @@ use crate::facts::Facts;
 use crate::mutate::{self, Component, MutateConfig, Outcome, Skip, Target};
 
 mod diff;
+mod json;
 mod projection;
 mod single;
 

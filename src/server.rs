@@ -206,20 +206,10 @@ fn respond(
     }
 }
 
-/// `review` as a JSON response, written into a buffer sized for it (axum's `Json` starts at
-/// 128 bytes and copies at each doubling; a patched review is a few KiB).
+/// `review` as a JSON response ([`admission::ReviewOut::to_json`]).
 fn json_response(review: &admission::ReviewOut) -> Response {
-    let r = &review.response;
-    let size = 256
-        + r.patch.as_ref().map_or(0, String::len)
-        + r.warnings.iter().map(String::len).sum::<usize>()
-        + r.audit_annotations
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 8)
-            .sum::<usize>();
-    let mut body = Vec::with_capacity(size);
-    match serde_json::to_writer(&mut body, review) {
-        Ok(()) => (
+    match review.to_json() {
+        Ok(body) => (
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
