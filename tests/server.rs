@@ -342,8 +342,8 @@ async fn binary_serves_with_a_dev_certificate_and_never_logs_secret_values() {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("log.txt");
     let log = std::fs::File::create(&log_path).unwrap();
-    let webhook = common::Webhook::start(
-        &["--log-format", "json"],
+    let mut webhook = common::Webhook::start(
+        &["--log-format", "json", "--drain-delay-seconds", "0"],
         &[("HARBOR_IAM_WEBHOOK_LOG", "trace")],
         log.into(),
     )
@@ -383,7 +383,9 @@ async fn binary_serves_with_a_dev_certificate_and_never_logs_secret_values() {
     assert!(text.contains("\"allowed\":false"), "{text}");
     assert!(!text.contains(PLANTED));
 
-    // One JSON log line per review, with the fields an operator needs and no value.
+    // One JSON log line per review, with the fields an operator needs and no value. Review
+    // lines are written in batches; a stopping webhook writes what is left.
+    assert!(webhook.stop().success());
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(!logs.contains(PLANTED), "secret value in the logs");
     let reviews: Vec<Value> = logs
@@ -423,13 +425,23 @@ async fn text_logs_to_a_file_carry_no_escape_sequences() {
     let log = std::fs::File::create(&log_path).unwrap();
     let webhook = common::Webhook::start(&[], &[], log.into()).await;
     assert_eq!(review_core_pod(&webhook, "plain").await, StatusCode::OK);
-    drop(webhook);
-    let logs = std::fs::read_to_string(&log_path).unwrap();
+    // Written by the batch timer while the webhook runs on, idle (see `telemetry`).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (logs, line) = loop {
+        let logs = std::fs::read_to_string(&log_path).unwrap();
+        let line = logs
+            .lines()
+            .find(|l| l.contains(" review ") && l.contains("uid=plain"))
+            .map(str::to_owned);
+        match line {
+            Some(line) => break (logs, line),
+            None if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            None => panic!("no review line within 5 s in {logs}"),
+        }
+    };
     assert!(!logs.contains('\u{1b}'), "escape sequences in {logs:?}");
-    let line = logs
-        .lines()
-        .find(|l| l.contains(" review ") && l.contains("uid=plain"))
-        .unwrap_or_else(|| panic!("no review line in {logs}"));
     assert!(line.contains("decision=\"mutated\""), "{line}");
 }
 

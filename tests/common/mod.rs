@@ -317,6 +317,19 @@ impl Webhook {
     }
 }
 
+impl Webhook {
+    /// Stop it as Kubernetes does, with SIGTERM, and wait for the exit: the last log lines
+    /// are written then (a killed webhook loses the batch not yet written).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let signalled = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(signalled.success());
+        self.child.wait().unwrap()
+    }
+}
+
 impl Drop for Webhook {
     fn drop(&mut self) {
         let _ = self.child.kill();

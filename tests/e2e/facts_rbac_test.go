@@ -82,7 +82,10 @@ func (a *aware) specFactsCache(t *testing.T) {
 			data, _ := os.ReadFile(w.proc.log)
 			return string(data)
 		}
+		// Log lines are written in batches, at least every 100 ms: counted once those of the
+		// reviews so far are surely out.
 		fetches := func() int {
+			time.Sleep(400 * time.Millisecond)
 			return strings.Count(logText(w), "cluster facts: fetched from the API server")
 		}
 		// The core pod needs its target ServiceAccount (with a role), its own
