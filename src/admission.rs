@@ -588,13 +588,14 @@ fn is_pod_create(kind: &GroupVersionKind, operation: &str, sub_resource: Option<
 /// The pod's name for the log, when the request has none (pods of controllers get theirs
 /// after admission): the object's, or its `generateName`.
 fn name_from_head(summary: &mut Summary, head: &PodHead) {
+    let m = &head.metadata;
+    name_unless_set(summary, || m.name.clone().or(m.generate_name.clone()));
+}
+
+/// The log's pod name, when the request gave none.
+fn name_unless_set(summary: &mut Summary, pod_name: impl FnOnce() -> Option<String>) {
     if summary.name.is_empty() {
-        let m = &head.metadata;
-        summary.name = m
-            .name
-            .clone()
-            .or(m.generate_name.clone())
-            .unwrap_or_default();
+        summary.name = pod_name().unwrap_or_default();
     }
 }
 
@@ -700,9 +701,7 @@ fn one_pass(body: &[u8], config: &MutateConfig) -> Option<ReviewStep> {
         operation: r.operation,
         ..Default::default()
     };
-    if summary.name.is_empty() {
-        summary.name = r.pod_name.unwrap_or_default();
-    }
+    name_unless_set(&mut summary, || r.pod_name);
     Some(match decision(r.target) {
         Err(eval) => {
             let (out, s) = answer(r.uid, summary, eval);
