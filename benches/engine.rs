@@ -5,8 +5,11 @@
 //! - `evaluate/<fixture>`: parse + `mutate::edit` + patch for each `tests/fixtures/pods/*.yaml`
 //!   (`admission::evaluate` on the pod's JSON), plus a non-Harbor pod of the core pod's size;
 //! - `mutate/core`: `mutate::mutate` alone on the typed Harbor core pod;
-//! - `review/<body>`: `admission::review(bytes)` then `serde_json::to_vec(response)`, the
-//!   server's request-bytes → response-bytes work.
+//! - `review/<body>`: `admission::review(bytes)` then `ReviewOut::to_json`, the server's
+//!   request-bytes → response-bytes work.
+//!
+//! The image runs with the Dockerfile's `GLIBC_TUNABLES`; to measure as it runs, set it here
+//! too: `GLIBC_TUNABLES=glibc.malloc.tcache_count=128 cargo bench --bench engine`.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -57,7 +60,7 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 let (out, summary) =
                     admission::review(black_box(&body), &config, &facts).expect("a valid review");
-                (serde_json::to_vec(&out).expect("serialises"), summary)
+                (out.to_json().expect("serialises"), summary)
             })
         });
     }

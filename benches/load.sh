@@ -15,6 +15,9 @@
 # startup to the first successful review (median of 5 starts), RSS after a 100,000-review soak
 # in two halves (growth), VmHWM, and the binary size.
 #
+# Both servers run with the process environment of the image: the Dockerfile's GLIBC_TUNABLES
+# (a deeper per-thread malloc cache), read from the Dockerfile itself.
+#
 # Environment: SERVER_CPU, LOAD_CPU, ROUNDS (3), SCALE (1.0: request counts multiplier),
 # OUT (results directory, default a new temporary one), PORT (first of two ports, 18443),
 # CARGO_TARGET_DIR.
@@ -52,9 +55,15 @@ ceiling_bin=$target_dir/release/examples/ceiling
 certs/gen-certs.sh --out "$OUT/certs" --extra-san DNS:localhost --extra-san IP:127.0.0.1 2>/dev/null
 crt=$OUT/certs/tls.crt key=$OUT/certs/tls.key ca=$OUT/certs/ca.crt
 
+# The image's malloc tuning, for both servers alike (the load generator keeps the default).
+tunables=$(sed -n 's/^ENV GLIBC_TUNABLES=//p' Dockerfile)
+[[ -n $tunables ]] || { log "no ENV GLIBC_TUNABLES line in the Dockerfile"; exit 1; }
+log "servers run with GLIBC_TUNABLES=$tunables"
+
 declare -A port=([ours]=$PORT [ceiling]=$((PORT + 1)))
 declare -A pid=()
 server_cmd() { # NAME: the command line that serves on its port
+	printf 'env GLIBC_TUNABLES=%s ' "$tunables"
 	case $1 in
 	ours) echo "$ours_bin" serve --aws-region eu-west-1 --listen "127.0.0.1:${port[ours]}" \
 		--tls-cert "$crt" --tls-key "$key" --metrics-listen 127.0.0.1:0 --cluster-facts off ;;
