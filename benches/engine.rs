@@ -8,8 +8,8 @@
 //! - `review/<body>`: `admission::review(bytes)` then `ReviewOut::to_json`, the server's
 //!   request-bytes → response-bytes work.
 //!
-//! The image runs with the Dockerfile's `GLIBC_TUNABLES`; to measure as it runs, set it here
-//! too: `GLIBC_TUNABLES=glibc.malloc.tcache_count=128 cargo bench --bench engine`.
+//! To measure with the image's malloc tuning (the Dockerfile's `GLIBC_TUNABLES`), see
+//! `benches/README.md`.
 
 #[path = "support/mod.rs"]
 mod support;
