@@ -146,6 +146,19 @@ pub struct Summary {
     pub patch_ops: usize,
 }
 
+impl Summary {
+    /// What the request says of itself, before anything is decided.
+    fn of_request(uid: &str, namespace: Option<&str>, name: Option<&str>, operation: &str) -> Self {
+        Summary {
+            uid: uid.to_owned(),
+            namespace: namespace.unwrap_or_default().to_owned(),
+            name: name.unwrap_or_default().to_owned(),
+            operation: operation.to_owned(),
+            ..Default::default()
+        }
+    }
+}
+
 /// The review body can't be answered with an AdmissionReview: an HTTP client error.
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
@@ -644,13 +657,12 @@ fn parse(body: &[u8]) -> Result<Parsed<'_>, ReviewError> {
             summary,
         ));
     };
-    let mut summary = Summary {
-        uid: req.uid.clone(),
-        namespace: req.namespace.clone().unwrap_or_default(),
-        name: req.name.clone().unwrap_or_default(),
-        operation: req.operation.clone(),
-        ..Default::default()
-    };
+    let mut summary = Summary::of_request(
+        &req.uid,
+        req.namespace.as_deref(),
+        req.name.as_deref(),
+        &req.operation,
+    );
     if !is_pod_create(&req.kind, &req.operation, req.sub_resource.as_deref()) {
         summary.decision = Some(Decision::Skipped);
         summary.reason = "not-a-pod-create";
@@ -694,13 +706,12 @@ fn one_pass(body: &[u8], config: &MutateConfig) -> Option<ReviewStep> {
     {
         return None;
     }
-    let mut summary = Summary {
-        uid: r.uid.clone(),
-        namespace: r.namespace.clone().unwrap_or_default(),
-        name: r.name.clone().unwrap_or_default(),
-        operation: r.operation,
-        ..Default::default()
-    };
+    let mut summary = Summary::of_request(
+        &r.uid,
+        r.namespace.as_deref(),
+        r.name.as_deref(),
+        &r.operation,
+    );
     name_unless_set(&mut summary, || r.pod_name);
     Some(match decision(r.target) {
         Err(eval) => {

@@ -191,6 +191,16 @@ impl<'de> Visitor<'de> for Request<'_> {
     }
 }
 
+impl Object<'_> {
+    /// What a pod with this `metadata` (or none) is.
+    fn target(&self, meta: Option<&MetaIn>) -> Target {
+        self.0.target(
+            meta.and_then(MetaIn::labels),
+            meta.and_then(MetaIn::annotations),
+        )
+    }
+}
+
 impl<'de> Visitor<'de> for Object<'_> {
     type Value = ObjectRead;
 
@@ -209,10 +219,7 @@ impl<'de> Visitor<'de> for Object<'_> {
             match (key.as_ref(), target) {
                 ("metadata", _) => {
                     let meta: Option<MetaIn> = map.next_value()?;
-                    let target = match &meta {
-                        Some(m) => self.0.target(m.labels(), m.annotations()),
-                        None => self.0.target(None, None),
-                    };
+                    let target = self.target(meta.as_ref());
                     once(&mut metadata, (meta, target))?;
                 }
                 ("apiVersion", _) => once(&mut api_version, map.next_value()?)?,
@@ -224,7 +231,7 @@ impl<'de> Visitor<'de> for Object<'_> {
                 }
             }
         }
-        let (meta, target) = metadata.unwrap_or_else(|| (None, self.0.target(None, None)));
+        let (meta, target) = metadata.unwrap_or_else(|| (None, self.target(None)));
         if !matches!(target, Target::Mutate(_)) {
             return Ok(ObjectRead {
                 target,
