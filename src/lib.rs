@@ -163,7 +163,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Err(err) => warn!(%addr, error = %err, "cannot serve metrics; continuing without them"),
         }
     }
-    let app = server::router(state.clone(), &options.limits);
+    let app = server::router(state.clone());
     server::serve(
         listener,
         tls_config,

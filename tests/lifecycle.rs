@@ -168,7 +168,7 @@ async fn certificate_rotation_under_load_fails_no_request() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = server::AppState::new(common::config(), Facts::default(), &limits);
-    let app = server::router(state.clone(), &limits);
+    let app = server::router(state.clone());
     let tls_config = tls::server_config(resolver).unwrap();
     let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(

@@ -145,6 +145,61 @@ async fn every_fixture_over_http1_and_http2() {
     srv.stop().await;
 }
 
+/// The router alone (no socket) answers a review as [`server::serve`], which answers reviews
+/// without going through it, does: the same bytes, the same refusals.
+#[tokio::test]
+async fn the_router_alone_answers_reviews_as_the_server_does() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    let limits = Limits {
+        max_body_bytes: 64 * 1024,
+        ..Default::default()
+    };
+    let srv = TestServer::start(limits).await;
+    let client = srv.client(H1);
+    let state = server::AppState::new(common::config(), Facts::default(), &limits);
+    let core = common::read_object(&common::fixtures().join("pods/harbor-helm-1.16-core.yaml"));
+    let mut big = review(&core, "big");
+    big["request"]["object"]["metadata"]["annotations"]["padding"] =
+        Value::String("x".repeat(100 * 1024));
+    let cases = [
+        (
+            "/mutate",
+            serde_json::to_vec(&review(&core, "core")).unwrap(),
+        ),
+        (
+            "/validate",
+            serde_json::to_vec(&review(&core, "core")).unwrap(),
+        ),
+        ("/mutate", b"{not json".to_vec()),
+        ("/mutate", serde_json::to_vec(&big).unwrap()),
+    ];
+    for (path, body) in cases {
+        let served = client
+            .post(srv.url(path))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let (status, bytes) = (served.status(), served.bytes().await.unwrap());
+        let routed = server::router(state.clone())
+            .oneshot(
+                axum::http::Request::post(path)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(routed.status().as_u16(), status.as_u16(), "{path}");
+        let routed = routed.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(routed, bytes, "{path}: {}", String::from_utf8_lossy(&bytes));
+    }
+    srv.stop().await;
+}
+
 async fn post_raw(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (StatusCode, Value) {
     let res = client
         .post(url)
@@ -457,7 +512,7 @@ async fn start_with(options: server::ServeOptions) -> (TestServer, Arc<server::A
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = server::AppState::new(common::config(), Facts::default(), &options.limits);
-    let app = server::router(state.clone(), &options.limits);
+    let app = server::router(state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let st = state.clone();
     let task = tokio::spawn(async move {
