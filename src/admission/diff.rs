@@ -106,7 +106,7 @@ pub fn edits(before: &EngineFields, after: &Pod) -> Result<Patch, Error> {
     let mut p = Patcher::default();
     let mut gone = Vec::new();
     p.member(
-        at(&["metadata", "annotations"]),
+        || at(&["metadata", "annotations"]),
         &before.annotations,
         &after.metadata.annotations,
         Patcher::map,
@@ -146,20 +146,26 @@ pub fn edits(before: &EngineFields, after: &Pod) -> Result<Patch, Error> {
     let mut gone = Vec::new();
     let name = |field| at(&["spec", field]);
     p.member(
-        name("serviceAccount"),
+        || name("serviceAccount"),
         &was.service_account,
         &spec.service_account,
         Patcher::replacing,
         &mut gone,
     )?;
     p.member(
-        name("serviceAccountName"),
+        || name("serviceAccountName"),
         &was.service_account_name,
         &spec.service_account_name,
         Patcher::replacing,
         &mut gone,
     )?;
-    p.member(name("volumes"), &was.volumes, &spec.volumes, seq, &mut gone)?;
+    p.member(
+        || name("volumes"),
+        &was.volumes,
+        &spec.volumes,
+        seq,
+        &mut gone,
+    )?;
     p.remove_all(gone);
     Ok(p.finish())
 }
@@ -216,21 +222,22 @@ impl Patcher {
     }
 
     /// An optional member of an object: diffed or added if `after` has it; if only `before`
-    /// has it, its path joins `gone`, to be removed after the object's other members.
+    /// has it, its path joins `gone`, to be removed after the object's other members. The
+    /// path is made only if the member differs.
     fn member<T: PartialEq + Serialize>(
         &mut self,
-        path: PointerBuf,
+        path: impl FnOnce() -> PointerBuf,
         before: &Option<T>,
         after: &Option<T>,
         differ: impl FnOnce(&mut Self, PointerBuf, &T, &T) -> Result<(), Error>,
         gone: &mut Vec<PointerBuf>,
     ) -> Result<(), Error> {
         match (before, after) {
-            (Some(b), Some(a)) if b != a => differ(self, path, b, a),
+            (Some(b), Some(a)) if b != a => differ(self, path(), b, a),
             (Some(_), Some(_)) | (None, None) => Ok(()),
-            (None, Some(a)) => self.add(path, a),
+            (None, Some(a)) => self.add(path(), a),
             (Some(_), None) => {
-                gone.push(path);
+                gone.push(path());
                 Ok(())
             }
         }
@@ -244,12 +251,11 @@ impl Patcher {
         after: &[Container],
     ) -> Result<(), Error> {
         for (i, (b, a)) in before.iter().zip(after).enumerate() {
-            let i = i.to_string();
-            let path = |name| at(&["spec", field, &i, name]);
+            let path = |name| at(&["spec", field, &i.to_string(), name]);
             let mut gone = Vec::new();
-            self.member(path("env"), &b.env, &a.env, seq, &mut gone)?;
+            self.member(|| path("env"), &b.env, &a.env, seq, &mut gone)?;
             self.member(
-                path("volumeMounts"),
+                || path("volumeMounts"),
                 &b.volume_mounts,
                 &a.volume_mounts,
                 seq,
@@ -298,17 +304,21 @@ impl Patcher {
         after: &[T],
     ) -> Result<(), Error> {
         let mut shift = 0usize;
-        for idx in 0..before.len().max(after.len()) {
+        // The path of an element is made only for an element that differs.
+        let here = |idx: usize| {
             let mut here = path.clone();
-            here.push_back(idx - shift);
+            here.push_back(idx);
+            here
+        };
+        for idx in 0..before.len().max(after.len()) {
             match (before.get(idx), after.get(idx)) {
                 (Some(b), Some(a)) if b == a => {}
-                (Some(b), Some(a)) => self.value(here, b, a)?,
+                (Some(b), Some(a)) => self.value(here(idx - shift), b, a)?,
                 (Some(_), None) => {
-                    self.remove(here);
+                    self.remove(here(idx - shift));
                     shift += 1;
                 }
-                (None, Some(a)) => self.add(here, a)?,
+                (None, Some(a)) => self.add(here(idx - shift), a)?,
                 (None, None) => {}
             }
         }
