@@ -15,7 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, Method, Request, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -88,22 +88,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route(
-            "/mutate",
-            post(
-                |State(app): State<Arc<AppState>>, req: Request<Body>| async move {
-                    serve_review(&app, Endpoint::Mutate, req.into_body()).await
-                },
-            ),
-        )
-        .route(
-            "/validate",
-            post(
-                |State(app): State<Arc<AppState>>, req: Request<Body>| async move {
-                    serve_review(&app, Endpoint::Validate, req.into_body()).await
-                },
-            ),
-        )
+        .route(Endpoint::Mutate.path(), Endpoint::Mutate.route())
+        .route(Endpoint::Validate.path(), Endpoint::Validate.route())
         .with_state(state)
 }
 
@@ -153,18 +139,29 @@ impl Endpoint {
         if req.method() != Method::POST {
             return None;
         }
-        match req.uri().path() {
-            "/mutate" => Some(Endpoint::Mutate),
-            "/validate" => Some(Endpoint::Validate),
-            _ => None,
+        [Endpoint::Mutate, Endpoint::Validate]
+            .into_iter()
+            .find(|e| e.path() == req.uri().path())
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "/mutate",
+            Endpoint::Validate => "/validate",
         }
     }
 
     fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::Mutate => "mutate",
-            Endpoint::Validate => "validate",
-        }
+        &self.path()[1..]
+    }
+
+    /// The router's route to it (the same handler as [`serve`]'s).
+    fn route(self) -> MethodRouter<Arc<AppState>> {
+        post(
+            move |State(app): State<Arc<AppState>>, req: Request<Body>| async move {
+                serve_review(&app, self, req.into_body()).await
+            },
+        )
     }
 }
 
