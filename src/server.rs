@@ -43,8 +43,7 @@ pub struct AppState {
     pub facts: Facts,
     pub metrics: Metrics,
     cluster: OnceLock<Arc<ClusterFacts>>,
-    max_body_bytes: usize,
-    request_timeout: Duration,
+    limits: Limits,
     ready: AtomicBool,
 }
 
@@ -55,8 +54,7 @@ impl AppState {
             facts,
             metrics: Metrics::new(),
             cluster: OnceLock::new(),
-            max_body_bytes: limits.max_body_bytes,
-            request_timeout: limits.request_timeout,
+            limits: *limits,
             ready: AtomicBool::new(false),
         })
     }
@@ -184,7 +182,7 @@ where
         };
         respond(app, endpoint.as_str(), started, result)
     };
-    match tokio::time::timeout(app.request_timeout, answer).await {
+    match tokio::time::timeout(app.limits.request_timeout, answer).await {
         Ok(res) => res,
         Err(_) => {
             app.metrics.error(ErrorKind::RequestTimeout);
@@ -204,7 +202,10 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let err = match Limited::new(body, app.max_body_bytes).collect().await {
+    let err = match Limited::new(body, app.limits.max_body_bytes)
+        .collect()
+        .await
+    {
         Ok(collected) => return Ok(collected.to_bytes()),
         Err(err) => err,
     };
@@ -214,7 +215,7 @@ where
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "request body is larger than the limit of {} bytes (--max-body-bytes)",
-                app.max_body_bytes
+                app.limits.max_body_bytes
             ),
         )
     } else {
