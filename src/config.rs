@@ -168,7 +168,8 @@ pub struct ServeArgs {
         default_value_t = 10
     )]
     pub request_timeout_seconds: u64,
-    /// Time limit for a TLS handshake and for reading request headers, in seconds.
+    /// Time limit from a client's connect to the end of its TLS handshake, and for reading
+    /// request headers, in seconds.
     #[arg(
         long,
         env = "HARBOR_IAM_WEBHOOK_HANDSHAKE_TIMEOUT_SECONDS",

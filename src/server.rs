@@ -21,13 +21,17 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use tracing::{debug, error, info, warn};
+
+mod replay;
+
+use replay::Replay;
 
 use crate::admission::{self, Decision, ReviewError, ReviewStep, Summary};
 use crate::cluster::ClusterFacts;
@@ -310,6 +314,13 @@ async fn mutate(
     })
 }
 
+/// The most read from a new connection before rustls takes over. A ClientHello with an
+/// ML-KEM key share is about 1.8 KB.
+const FIRST_READ_BYTES: usize = 4096;
+
+/// A server-side TLS connection.
+type TlsStream = tokio_rustls::server::TlsStream<Replay<TcpStream>>;
+
 /// A plain-HTTP request on the TLS port gets a readable answer instead of a reset.
 const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 56\r\n\r\nthis port speaks HTTPS only: use https:// to reach it.\r\n";
 
@@ -434,7 +445,9 @@ async fn accept_until(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
-                    tracker.spawn(shared.clone().connection(tcp, peer));
+                    // Boxed: the connection's future is several KiB (rustls and hyper state
+                    // inline), which spawning would otherwise copy more than once.
+                    tracker.spawn(Box::pin(shared.clone().connection(tcp, peer)));
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -454,15 +467,7 @@ impl Shared {
             self.state.metrics.error(ErrorKind::TooManyConnections);
             warn!(%peer, limit = self.options.max_connections, "too many connections: answering 503");
         }
-        // A silent connection is dropped at stop; one that has started its handshake finishes it
-        // (bounded by the handshake timeout) and is served.
-        let mut stopping = self.stopping.clone();
-        let tcp = tokio::select! {
-            tcp = self.first_bytes(tcp, peer) => tcp,
-            _ = stopping.wait_for(|s| *s) => None,
-        };
-        let Some(tcp) = tcp else { return };
-        let Some(tls) = self.tls_accept(tcp, peer).await else {
+        let Some(tls) = self.handshake(tcp, peer).await else {
             return;
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -472,50 +477,33 @@ impl Shared {
         drop(permit);
     }
 
-    /// Wait for the client's first byte: a TLS record goes on, plain HTTP gets a readable 400.
-    async fn first_bytes(&self, mut tcp: TcpStream, peer: SocketAddr) -> Option<TcpStream> {
-        // Without TCP_NODELAY HTTP/2 responses stall on Nagle's algorithm.
-        let _ = tcp.set_nodelay(true);
-        let mut first = [0u8; 1];
-        match tokio::time::timeout(self.options.limits.handshake_timeout, tcp.peek(&mut first))
-            .await
-        {
-            Ok(Ok(1)) if first[0] == 0x16 => Some(tcp),
-            Ok(Ok(1)) => {
-                if first[0].is_ascii_uppercase() {
-                    self.state.metrics.error(ErrorKind::PlainHttp);
-                    debug!(%peer, "plain HTTP on the TLS port");
-                    let _ = tcp.write_all(PLAIN_HTTP_ANSWER).await;
-                    let _ = tcp.shutdown().await;
-                }
-                None
-            }
-            Ok(_) => None,
-            Err(_) => {
+    /// From connect to the end of the TLS handshake, within `--handshake-timeout-seconds`: one
+    /// deadline for the whole of it, one timer per connection. A connection that has sent
+    /// nothing is dropped when the listener closes; one that has started its handshake finishes
+    /// it and is served.
+    async fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> Option<TlsStream> {
+        let deadline = tokio::time::sleep(self.options.limits.handshake_timeout);
+        tokio::pin!(deadline);
+        let mut stopping = self.stopping.clone();
+        let first = tokio::select! {
+            first = self.first_bytes(tcp, peer) => first?,
+            _ = stopping.wait_for(|s| *s) => return None,
+            () = &mut deadline => {
                 self.state.metrics.error(ErrorKind::HandshakeTimeout);
-                None
+                debug!(%peer, "no TLS handshake before the handshake timeout");
+                return None;
             }
-        }
-    }
-
-    async fn tls_accept(
-        &self,
-        tcp: TcpStream,
-        peer: SocketAddr,
-    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-        match tokio::time::timeout(
-            self.options.limits.handshake_timeout,
-            self.acceptor.accept(tcp),
-        )
-        .await
-        {
-            Ok(Ok(tls)) => Some(tls),
-            Ok(Err(err)) => {
-                self.state.metrics.error(ErrorKind::TlsHandshake);
-                debug!(%peer, error = %err, "TLS handshake failed");
-                None
-            }
-            Err(_) => {
+        };
+        tokio::select! {
+            accepted = self.acceptor.accept(first) => match accepted {
+                Ok(tls) => Some(tls),
+                Err(err) => {
+                    self.state.metrics.error(ErrorKind::TlsHandshake);
+                    debug!(%peer, error = %err, "TLS handshake failed");
+                    None
+                }
+            },
+            () = &mut deadline => {
                 self.state.metrics.error(ErrorKind::HandshakeTimeout);
                 debug!(%peer, "TLS handshake timed out");
                 None
@@ -523,9 +511,31 @@ impl Shared {
         }
     }
 
+    /// The client's first bytes: a TLS record goes on to rustls, with those bytes in front of
+    /// the socket (read, not peeked: one `recvfrom` fewer per connection); plain HTTP gets a
+    /// readable 400.
+    async fn first_bytes(&self, mut tcp: TcpStream, peer: SocketAddr) -> Option<Replay<TcpStream>> {
+        // Without TCP_NODELAY HTTP/2 responses stall on Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+        // A whole ClientHello in one read, post-quantum key shares included.
+        let mut first = Vec::with_capacity(FIRST_READ_BYTES);
+        tcp.read_buf(&mut first).await.ok()?;
+        match first.first() {
+            Some(0x16) => Some(Replay::new(first, tcp)),
+            Some(b) if b.is_ascii_uppercase() => {
+                self.state.metrics.error(ErrorKind::PlainHttp);
+                debug!(%peer, "plain HTTP on the TLS port");
+                let _ = tcp.write_all(PLAIN_HTTP_ANSWER).await;
+                let _ = tcp.shutdown().await;
+                None
+            }
+            _ => None,
+        }
+    }
+
     async fn serve_connection(
         self: &Arc<Self>,
-        tls: tokio_rustls::server::TlsStream<TcpStream>,
+        tls: TlsStream,
         peer: SocketAddr,
         h2: bool,
         admitted: bool,

@@ -534,6 +534,18 @@ async fn start_with(options: server::ServeOptions) -> (TestServer, Arc<server::A
 }
 
 async fn tls_stream(srv: &TestServer) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    tls_over(srv, tcp).await.unwrap()
+}
+
+/// A TLS client (HTTP/1.1 by ALPN) over `io`, trusting the server's certificate.
+async fn tls_over<IO>(
+    srv: &TestServer,
+    io: IO,
+) -> std::io::Result<tokio_rustls::client::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::CertificateDer::pem_slice_iter(srv.ca_pem.as_bytes()) {
@@ -544,14 +556,12 @@ async fn tls_stream(srv: &TestServer) -> tokio_rustls::client::TlsStream<tokio::
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
     connector
         .connect(
             rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
+            io,
         )
         .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -647,6 +657,123 @@ async fn slow_clients_are_cut_off() {
             .encode()
             .contains("harbor_iam_webhook_errors_total{kind=\"request_timeout\"} 1")
     );
+    srv.stop().await;
+}
+
+/// A TCP stream whose first write sends one byte, then waits `pause` before the rest: the
+/// server sees a ClientHello arrive in two reads.
+struct HesitantStart {
+    tcp: tokio::net::TcpStream,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    started: bool,
+}
+
+impl tokio::io::AsyncRead for HesitantStart {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for HesitantStart {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        if !this.started {
+            this.started = true;
+            this.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(100))));
+            return std::pin::Pin::new(&mut this.tcp).poll_write(cx, &buf[..1]);
+        }
+        if let Some(pause) = &mut this.pause {
+            std::task::ready!(pause.as_mut().poll(cx));
+            this.pause = None;
+        }
+        std::pin::Pin::new(&mut this.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn handshakes_are_bounded_from_connect_and_may_arrive_in_pieces() {
+    let limits = Limits {
+        handshake_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let (srv, state) = start_with(server::ServeOptions {
+        limits,
+        ..Default::default()
+    })
+    .await;
+    let timeouts = || {
+        let text = state.metrics.encode();
+        let line = "harbor_iam_webhook_errors_total{kind=\"handshake_timeout\"} ";
+        text.lines()
+            .find_map(|l| l.strip_prefix(line))
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+
+    // A ClientHello whose first byte comes alone: the server reads that byte itself and rustls
+    // must still see the whole record.
+    let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let mut tls = tls_over(
+        &srv,
+        HesitantStart {
+            tcp,
+            pause: None,
+            started: false,
+        },
+    )
+    .await
+    .expect("a ClientHello in two pieces completes the handshake");
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(timeouts(), 0);
+
+    // Silent, and stalled after a TLS record header sent late: both are closed once the
+    // handshake timeout has passed since connect (not since the first byte), and counted.
+    let connected = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut stalled = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
+    for (what, tcp) in [("silent", &mut silent), ("stalled", &mut stalled)] {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "a {what} connection was left open");
+    }
+    let elapsed = connected.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_millis(1500),
+        "closed {elapsed:?} after connect, with a handshake timeout of 1 s"
+    );
+    assert_eq!(timeouts(), 2);
     srv.stop().await;
 }
 
