@@ -17,6 +17,8 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogFormat;
 
+mod fields;
+
 /// A batch is written once it holds this many bytes (about 60 review lines).
 pub const BATCH_BYTES: usize = 16 * 1024;
 /// A batch is written at least this often.
@@ -51,19 +53,21 @@ pub fn init(format: LogFormat, filter: &str) -> LogGuard {
                 timer.flush();
             }
         });
+    // Colour codes only for a person at a terminal: in a pod, stderr is a file or pipe read
+    // by log collectors, where escape sequences are noise (and bytes written per review).
+    let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(batch.clone())
-        // Colour codes only for a person at a terminal: in a pod, stderr is a file or pipe read
-        // by log collectors, where escape sequences are noise (and bytes written per review).
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text if ansi => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(fields::PlainFields).try_init(),
     };
     LogGuard {
         _flush: FlushOnDrop(batch),
