@@ -244,6 +244,8 @@ pub struct Needs {
 #[derive(Debug, Clone)]
 pub struct Candidate {
     pod: Pod,
+    /// The pod's volumes its projection leaves out ([`projection::Projected`]).
+    hidden_volumes: usize,
     component: Component,
     needs: Needs,
 }
@@ -264,11 +266,14 @@ impl Candidate {
     /// Apply the engine with `facts`; pure.
     pub fn finish(self, config: &MutateConfig, facts: &Facts) -> Evaluation {
         let Candidate {
-            mut pod, component, ..
+            mut pod,
+            hidden_volumes,
+            component,
+            ..
         } = self;
         // The engine edits the pod in place; all the patch needs of the pod as it was is kept
         // aside first. Fields our model does not know are in neither and never touched.
-        let before = diff::EngineFields::of(&pod);
+        let before = diff::EngineFields::of(&pod).with_hidden_volumes(hidden_volumes);
         let mutation = match mutate::edit(&mut pod, config, facts) {
             Ok(m) => m,
             Err(err) => {
@@ -485,17 +490,22 @@ fn decision(target: Target) -> Result<Component, Evaluation> {
 
 /// A target pod, typed, waiting for facts.
 fn candidate(
-    mut pod: Pod,
+    projected: projection::Projected,
     component: Component,
     namespace: Option<&str>,
     config: &MutateConfig,
 ) -> Box<Candidate> {
+    let projection::Projected {
+        mut pod,
+        hidden_volumes,
+    } = projected;
     if pod.metadata.namespace.as_deref().unwrap_or("").is_empty() {
         pod.metadata.namespace = namespace.map(str::to_owned);
     }
     let needs = needs_of(&pod, component, config);
     Box::new(Candidate {
         pod,
+        hidden_volumes,
         component,
         needs,
     })

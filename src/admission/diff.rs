@@ -32,6 +32,8 @@ pub struct EngineFields {
     containers: Vec<ContainerFields>,
     /// `None` where the pod has no `initContainers`.
     init_containers: Option<Vec<ContainerFields>>,
+    /// Volumes of the pod that `spec.volumes` leaves out, all before any the engine adds.
+    hidden_volumes: usize,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -73,6 +75,17 @@ impl EngineFields {
             init_containers: spec
                 .and_then(|s| s.init_containers.as_ref())
                 .map(|cs| cs.iter().map(ContainerFields::of).collect()),
+            hidden_volumes: 0,
+        }
+    }
+
+    /// The fields of a projected pod whose `spec.volumes` leaves out `n` of its volumes
+    /// ([`super::projection::Projected`]): a volume the engine adds goes after them, and its
+    /// index in the patch counts them.
+    pub fn with_hidden_volumes(self, n: usize) -> Self {
+        EngineFields {
+            hidden_volumes: n,
+            ..self
         }
     }
 }
@@ -163,7 +176,7 @@ pub fn edits(before: &EngineFields, after: &Pod) -> Result<Patch, Error> {
         || name("volumes"),
         &was.volumes,
         &spec.volumes,
-        seq,
+        |p, path, b, a| p.items_after(path, before.hidden_volumes, b, a),
         &mut gone,
     )?;
     p.remove_all(gone);
@@ -344,9 +357,20 @@ impl Patcher {
         before: &[T],
         after: &[T],
     ) -> Result<(), Error> {
+        self.items_after(path, 0, before, after)
+    }
+
+    /// [`Self::items`] of the part of an array after its first `skipped` elements.
+    fn items_after<T: PartialEq + Serialize>(
+        &mut self,
+        path: PointerBuf,
+        skipped: usize,
+        before: &[T],
+        after: &[T],
+    ) -> Result<(), Error> {
         let mut shift = 0usize;
         // The path of an element is made only for an element that differs.
-        let here = |idx: usize| element(&path, idx);
+        let here = |idx: usize| element(&path, skipped + idx);
         for idx in 0..before.len().max(after.len()) {
             match (before.get(idx), after.get(idx)) {
                 (Some(b), Some(a)) if b == a => {}
@@ -525,13 +549,31 @@ mod tests {
         },
     ];
 
+    /// `pod` with a web identity token volume of its own, before its other volumes: the one
+    /// volume the projection keeps (`super::projection::VOLUMES_READ`), among hidden ones.
+    fn with_token_volume_first(mut pod: Pod) -> Pod {
+        if let Some(spec) = &mut pod.spec {
+            let token = Volume {
+                name: crate::consts::EKS_TOKEN_VOLUME.into(),
+                projected: Some(Default::default()),
+                ..Default::default()
+            };
+            spec.volumes.get_or_insert_with(Vec::new).insert(0, token);
+        }
+        pod
+    }
+
     /// A review reads the projection of a pod, not the pod (`super::projection`); its answer
-    /// for every fixture is what the engine says of the whole typed pod.
+    /// for every fixture, as rendered and with a token volume of its own, is what the engine
+    /// says of the whole typed pod.
     #[test]
     fn every_fixture_pod_is_answered_from_its_projection_as_from_the_whole() {
         let config = crate::mutate::MutateConfig::new("eu-west-1");
         let mut mutated = 0;
-        for pod in fixture_pods() {
+        let pods = fixture_pods()
+            .into_iter()
+            .flat_map(|p| [p.clone(), with_token_volume_first(p)]);
+        for pod in pods {
             for facts in [crate::facts::Facts::default(), irsa_facts()] {
                 let json = serde_json::to_string(&pod).unwrap();
                 let eval = crate::admission::evaluate(&json, Some("harbor"), &config, &facts);
@@ -554,7 +596,7 @@ mod tests {
                 }
             }
         }
-        assert!(mutated >= 20, "{mutated} fixture pods mutated");
+        assert!(mutated >= 40, "{mutated} fixture pods mutated");
     }
 
     /// Only edits the engine makes pass: containers kept, volumes kept with new ones after.

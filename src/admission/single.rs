@@ -16,11 +16,10 @@
 
 use std::borrow::Cow;
 
-use k8s_openapi::api::core::v1::Pod;
 use serde::de::{self, DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
 
 use super::GroupVersionKind;
-use super::projection::{self, MetaIn, SpecIn};
+use super::projection::{self, MetaIn, Projected, SpecIn};
 use crate::mutate::{MutateConfig, Target};
 
 /// A review with a request and a pod object, as read in one pass.
@@ -38,7 +37,7 @@ pub(super) struct Read {
     /// The pod's `name`, or else its `generateName`.
     pub pod_name: Option<String>,
     /// The projected pod, read only when it is a target.
-    pub pod: Option<Pod>,
+    pub pod: Option<Projected>,
 }
 
 /// The body in one pass, or `None` for the general path.
@@ -89,7 +88,7 @@ struct RequestRead {
 struct ObjectRead {
     target: Target,
     pod_name: Option<String>,
-    pod: Option<Pod>,
+    pod: Option<Projected>,
 }
 
 macro_rules! map_seed {
