@@ -243,7 +243,7 @@ pub struct Needs {
 /// A Harbor pod that passed the raw-label check and parsed: waiting for facts.
 #[derive(Debug, Clone)]
 pub struct Candidate {
-    pod: Pod,
+    pod: Box<Pod>,
     /// The pod's volumes its projection leaves out ([`projection::Projected`]).
     hidden_volumes: usize,
     component: Component,

@@ -62,7 +62,9 @@ pub(super) const VOLUMES_READ: &[&str] = &[EKS_TOKEN_VOLUME];
 /// A projected pod.
 #[derive(Debug)]
 pub(super) struct Projected {
-    pub pod: Pod,
+    /// Boxed: a `Pod` is 2,464 bytes, copied at each move (the review moves it through half a
+    /// dozen frames before the engine sees it).
+    pub pod: Box<Pod>,
     /// How many of the pod's volumes its `spec.volumes` leaves out: all but those named in
     /// [`VOLUMES_READ`]. Each came before any the engine adds.
     pub hidden_volumes: usize,
@@ -75,11 +77,11 @@ pub(super) fn pod(metadata: Option<MetaIn>, spec: Option<SpecIn>) -> Projected {
         (Some(spec), hidden)
     });
     Projected {
-        pod: Pod {
+        pod: Box::new(Pod {
             metadata: metadata.map(MetaIn::into_meta).unwrap_or_default(),
             spec,
             status: None,
-        },
+        }),
         hidden_volumes,
     }
 }
