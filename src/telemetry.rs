@@ -1,14 +1,17 @@
 //! Log output: one line per event, plain text or JSON, on stderr.
 //!
 //! Lines are written in batches, not one `write` per line: a review line costs the server
-//! more in that system call than in formatting it (measured in `benches/load.sh`). A batch is
-//! written when it reaches [`BATCH_BYTES`], every [`FLUSH_EVERY`], when a warning or error is
-//! logged (which goes out at once, after the lines before it), and when the [`LogGuard`] is
-//! dropped at exit. What a killed process loses is at most the last [`FLUSH_EVERY`] of
-//! informational lines.
+//! more in that system call than in formatting it (measured in `benches/load.sh`). The thread
+//! that logs only appends to the batch; a thread of its own writes it out (`log-flush`), so a
+//! review never waits for stderr: a 16 KiB write in the middle of a review was every fiftieth
+//! review's latency at concurrency 1. A batch is written once it reaches [`BATCH_BYTES`], at
+//! least every [`FLUSH_EVERY`], as soon as a warning or error is logged (after the lines before
+//! it), and when the [`LogGuard`] is dropped at exit. Should stderr stall so that the batch
+//! grows to [`BACKLOG_BYTES`], the thread that logs writes it itself rather than hold more.
+//! What a killed process loses is at most the last [`FLUSH_EVERY`] of informational lines.
 
 use std::io::{IsTerminal, Write};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tracing::{Level, Metadata};
@@ -19,10 +22,12 @@ use crate::config::LogFormat;
 
 mod fields;
 
-/// A batch is written once it holds this many bytes (about 60 review lines).
+/// A batch is written once it holds this many bytes (about 50 review lines).
 pub const BATCH_BYTES: usize = 16 * 1024;
 /// A batch is written at least this often.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// With this much waiting, the thread that logs writes the batch out itself.
+pub const BACKLOG_BYTES: usize = 16 * BATCH_BYTES;
 
 /// Writes what is left at exit; keep it until the process is done logging.
 #[must_use = "dropping the guard writes the last lines now, and later lines wait for the timer"]
@@ -44,15 +49,8 @@ pub fn init(format: LogFormat, filter: &str) -> LogGuard {
         EnvFilter::new("harbor_iam_webhook=info,warn")
     });
     let batch = Batch::new(std::io::stderr());
-    let timer = batch.clone();
-    let _ = std::thread::Builder::new()
-        .name("log-flush".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(FLUSH_EVERY);
-                timer.flush();
-            }
-        });
+    // Without the thread, lines are written when a batch is due, by the thread that logs.
+    let _ = batch.spawn_writer();
     // Colour codes only for a person at a terminal: in a pod, stderr is a file or pipe read
     // by log collectors, where escape sequences are noise (and bytes written per review).
     let ansi = std::io::stderr().is_terminal();
@@ -74,12 +72,39 @@ pub fn init(format: LogFormat, filter: &str) -> LogGuard {
     }
 }
 
-/// Lines waiting to be written to `W`, shared by every thread that logs.
-struct Batch<W: Write>(Arc<Mutex<Pending<W>>>);
+/// Lines waiting to be written to `W`, shared by every thread that logs and the one that
+/// writes them.
+struct Batch<W: Write>(Arc<Shared<W>>);
 
-struct Pending<W> {
-    out: W,
+struct Shared<W> {
+    /// Held while a batch is written, and taken before the batch is: batches go out in the
+    /// order they were taken.
+    out: Mutex<W>,
+    pending: Mutex<Pending>,
+    /// Wakes the writing thread when a batch is due.
+    due: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
     lines: Vec<u8>,
+    /// A warning or error is waiting.
+    urgent: bool,
+    /// A thread writes batches ([`Batch::run`]); without one, the thread that logs does.
+    threaded: bool,
+    /// The buffer of the batch last written, kept for the next one.
+    spare: Vec<u8>,
+}
+
+impl Pending {
+    fn is_due(&self) -> bool {
+        self.urgent || self.lines.len() >= BATCH_BYTES
+    }
+}
+
+/// A poisoned lock still guards whole lines: a panic while holding one does not lose them.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<W: Write> Clone for Batch<W> {
@@ -90,42 +115,82 @@ impl<W: Write> Clone for Batch<W> {
 
 impl<W: Write> Batch<W> {
     fn new(out: W) -> Self {
-        Batch(Arc::new(Mutex::new(Pending {
-            out,
-            lines: Vec::with_capacity(BATCH_BYTES + 1024),
-        })))
+        Batch(Arc::new(Shared {
+            out: Mutex::new(out),
+            pending: Mutex::new(Pending {
+                lines: Vec::with_capacity(BATCH_BYTES + 1024),
+                spare: Vec::with_capacity(BATCH_BYTES + 1024),
+                ..Pending::default()
+            }),
+            due: Condvar::new(),
+        }))
     }
 
-    /// Add one formatted line; write the batch if it is full or the line `urgent`.
-    fn push(&self, line: &[u8], urgent: bool) -> std::io::Result<()> {
-        // A panic while holding the lock leaves whole lines behind: still worth writing.
-        let mut p = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Start the thread that writes the batches (`log-flush`). It ends once every other
+    /// handle on the batch is dropped.
+    fn spawn_writer(&self) -> std::io::Result<std::thread::JoinHandle<()>>
+    where
+        W: Send + 'static,
+    {
+        let shared = Arc::downgrade(&self.0);
+        let handle = std::thread::Builder::new()
+            .name("log-flush".into())
+            .spawn(move || Batch::run(&shared))?;
+        lock(&self.0.pending).threaded = true;
+        Ok(handle)
+    }
+
+    /// Add one formatted line; `urgent` (a warning or error) makes the batch due at once.
+    fn push(&self, line: &[u8], urgent: bool) {
+        let mut p = lock(&self.0.pending);
         p.lines.extend_from_slice(line);
-        if urgent || p.lines.len() >= BATCH_BYTES {
-            p.write_out()
+        p.urgent |= urgent;
+        let write_here = if p.threaded {
+            p.lines.len() >= BACKLOG_BYTES
         } else {
-            Ok(())
+            p.is_due()
+        };
+        if write_here {
+            drop(p);
+            self.flush();
+        } else if p.is_due() {
+            drop(p);
+            self.0.due.notify_one();
         }
     }
 
+    /// Write out whatever is waiting, now, on this thread.
     fn flush(&self) {
-        let mut p = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        // Nowhere to report a failure to write the log: the lines are dropped.
-        let _ = p.write_out();
-    }
-}
-
-impl<W: Write> Pending<W> {
-    fn write_out(&mut self) -> std::io::Result<()> {
-        if self.lines.is_empty() {
-            return Ok(());
+        let mut out = lock(&self.0.out);
+        let mut batch = {
+            let mut p = lock(&self.0.pending);
+            p.urgent = false;
+            let spare = std::mem::take(&mut p.spare);
+            std::mem::replace(&mut p.lines, spare)
+        };
+        if !batch.is_empty() {
+            // Nowhere to report a failure to write the log: the lines are dropped.
+            let _ = out.write_all(&batch).and_then(|()| out.flush());
         }
-        let written = self
-            .out
-            .write_all(&self.lines)
-            .and_then(|()| self.out.flush());
-        self.lines.clear();
-        written
+        drop(out);
+        batch.clear();
+        let mut p = lock(&self.0.pending);
+        if p.spare.capacity() < batch.capacity() {
+            p.spare = batch;
+        }
+    }
+
+    /// The writing thread: each batch once it is due, or after [`FLUSH_EVERY`].
+    fn run(shared: &std::sync::Weak<Shared<W>>) {
+        while let Some(shared) = shared.upgrade() {
+            let p = lock(&shared.pending);
+            let (p, _) = shared
+                .due
+                .wait_timeout_while(p, FLUSH_EVERY, |p| !p.is_due())
+                .unwrap_or_else(PoisonError::into_inner);
+            drop(p);
+            Batch(shared).flush();
+        }
     }
 }
 
@@ -137,7 +202,7 @@ struct Line<'a, W: Write> {
 
 impl<W: Write> Write for Line<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.batch.push(buf, self.urgent)?;
+        self.batch.push(buf, self.urgent);
         Ok(buf.len())
     }
 
@@ -191,6 +256,10 @@ mod tests {
     }
 
     fn log(batch: &Batch<Sink>, level: Level, text: &str) {
+        log_to(batch, level, text);
+    }
+
+    fn log_to<W: Write>(batch: &Batch<W>, level: Level, text: &str) {
         let urgent = level <= Level::WARN;
         let mut line = Line { batch, urgent };
         line.write_all(text.as_bytes()).unwrap();
@@ -226,6 +295,68 @@ mod tests {
         // Nothing left: a flush writes nothing more.
         batch.flush();
         assert_eq!(writes(&sink).len(), 2);
+    }
+
+    /// A write, and the name of the thread that made it.
+    type Named = (String, Vec<u8>);
+
+    /// Each write of a batch, with the name of the thread that made it.
+    #[derive(Clone, Default)]
+    struct ThreadSink(Arc<Mutex<Vec<Named>>>);
+
+    impl Write for ThreadSink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            self.0.lock().unwrap().push((name, buf.to_vec()));
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl ThreadSink {
+        /// Every write so far, once they hold `expected` bytes in all (waiting up to 10 s).
+        fn wait_for(&self, expected: usize) -> Vec<(String, String)> {
+            for _ in 0..1000 {
+                let w = self.0.lock().unwrap().clone();
+                if w.iter().map(|(_, b)| b.len()).sum::<usize>() >= expected {
+                    return w
+                        .into_iter()
+                        .map(|(t, b)| (t, String::from_utf8(b).unwrap()))
+                        .collect();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("fewer than {expected} bytes written after 10 s");
+        }
+    }
+
+    #[test]
+    fn with_its_thread_the_batch_is_written_there_never_by_the_thread_that_logs() {
+        let sink = ThreadSink::default();
+        let batch = Batch::new(sink.clone());
+        let writer = batch.spawn_writer().unwrap();
+        // A warning, a full batch, and lines below a batch (which wait for the timer).
+        let line = format!("{}\n", "x".repeat(99));
+        let mut expected = String::from("a\nb\n");
+        log_to(&batch, Level::INFO, "a\n");
+        log_to(&batch, Level::WARN, "b\n");
+        for _ in 0..BATCH_BYTES.div_ceil(line.len()) {
+            log_to(&batch, Level::INFO, &line);
+            expected.push_str(&line);
+        }
+        log_to(&batch, Level::INFO, "c\n");
+        expected.push_str("c\n");
+        let writes = sink.wait_for(expected.len());
+        let written: String = writes.iter().map(|(_, b)| b.as_str()).collect();
+        assert_eq!(written, expected, "every line, in order");
+        for (thread, _) in &writes {
+            assert_eq!(thread, "log-flush");
+        }
+        // The thread ends with the last handle on the batch.
+        drop(batch);
+        writer.join().unwrap();
     }
 
     #[test]
