@@ -7,7 +7,7 @@
 //! review's latency at concurrency 1. A batch is written once it reaches [`BATCH_BYTES`], at
 //! least every [`FLUSH_EVERY`], as soon as a warning or error is logged (after the lines before
 //! it), and when the [`LogGuard`] is dropped at exit. Should stderr stall so that the batch
-//! grows to [`BACKLOG_BYTES`] (128 KiB), the thread that logs writes it itself rather than
+//! grows to [`BACKLOG_BYTES`] (32 KiB), the thread that logs writes it itself rather than
 //! hold more. What a killed process loses is at most the last [`FLUSH_EVERY`] of informational lines.
 
 use std::io::{IsTerminal, Write};
@@ -26,10 +26,13 @@ mod fields;
 pub const BATCH_BYTES: usize = 16 * 1024;
 /// A batch is written at least this often.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// With this much waiting, the thread that logs writes the batch out itself.
-pub const BACKLOG_BYTES: usize = 8 * BATCH_BYTES;
-/// A batch's buffer: a batch and the line that filled it.
-const BATCH_CAPACITY: usize = BATCH_BYTES + 1024;
+/// With this much waiting (the writing thread has not had the CPU since the batch was due),
+/// the thread that logs writes the batch out itself. Kept low: a buffer that grows past its
+/// capacity is memory the process keeps.
+pub const BACKLOG_BYTES: usize = 2 * BATCH_BYTES;
+/// Each of the two buffers (the batch filling, the batch being written): the backlog and the
+/// line that reached it.
+const BUFFER_CAPACITY: usize = BACKLOG_BYTES + 1024;
 
 /// Writes what is left at exit; keep it until the process is done logging.
 #[must_use = "dropping the guard writes the last lines now, and later lines wait for the timer"]
@@ -120,8 +123,8 @@ impl<W: Write> Batch<W> {
         Batch(Arc::new(Shared {
             out: Mutex::new(out),
             pending: Mutex::new(Pending {
-                lines: Vec::with_capacity(BATCH_CAPACITY),
-                spare: Vec::with_capacity(BATCH_CAPACITY),
+                lines: Vec::with_capacity(BUFFER_CAPACITY),
+                spare: Vec::with_capacity(BUFFER_CAPACITY),
                 ..Pending::default()
             }),
             due: Condvar::new(),
@@ -174,12 +177,12 @@ impl<W: Write> Batch<W> {
             // Nowhere to report a failure to write the log: the lines are dropped.
             let _ = out.write_all(&batch).and_then(|()| out.flush());
         }
-        drop(out);
-        // Kept for the next batch at a batch's size: one that grew while the writing thread
-        // waited for the CPU is not kept at that size.
+        // Kept for the next batch (at its size, should a long line have grown it), before
+        // the next writer may take the spare: two buffers in all.
         batch.clear();
-        batch.shrink_to(BATCH_CAPACITY);
+        batch.shrink_to(BUFFER_CAPACITY);
         lock(&self.0.pending).spare = batch;
+        drop(out);
     }
 
     /// The writing thread: each batch once it is due, or after [`FLUSH_EVERY`].
