@@ -59,6 +59,26 @@ impl PlainVisitor<'_> {
         self.writer.write_char('=')
     }
 
+    /// An integer: `name=` and its digits, as `{:?}` writes them; else as `record` does.
+    fn integer(
+        &mut self,
+        field: &Field,
+        value: impl itoa::Integer,
+        record: impl FnOnce(&mut DefaultVisitor<'_>),
+    ) {
+        if self.result.is_err() {
+            return;
+        }
+        if self.plain_name(field.name()) {
+            self.result = self.name(field.name()).and_then(|()| {
+                let mut digits = itoa::Buffer::new();
+                self.writer.write_str(digits.format(value))
+            });
+        } else {
+            self.default(field, record);
+        }
+    }
+
     /// Anything else, by `DefaultVisitor` itself, as if it had written the fields before.
     fn default(&mut self, field: &Field, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
         let mut v = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
@@ -94,31 +114,11 @@ impl Visit for PlainVisitor<'_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.result.is_err() {
-            return;
-        }
-        if self.plain_name(field.name()) {
-            self.result = self.name(field.name()).and_then(|()| {
-                let mut digits = itoa::Buffer::new();
-                self.writer.write_str(digits.format(value))
-            });
-        } else {
-            self.default(field, |v| v.record_u64(field, value));
-        }
+        self.integer(field, value, |v| v.record_u64(field, value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.result.is_err() {
-            return;
-        }
-        if self.plain_name(field.name()) {
-            self.result = self.name(field.name()).and_then(|()| {
-                let mut digits = itoa::Buffer::new();
-                self.writer.write_str(digits.format(value))
-            });
-        } else {
-            self.default(field, |v| v.record_i64(field, value));
-        }
+        self.integer(field, value, |v| v.record_i64(field, value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
