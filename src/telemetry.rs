@@ -8,7 +8,8 @@
 //! least every [`FLUSH_EVERY`], as soon as a warning or error is logged (after the lines before
 //! it), and when the [`LogGuard`] is dropped at exit. Should stderr stall so that the batch
 //! grows to [`BACKLOG_BYTES`] (32 KiB), the thread that logs writes it itself rather than
-//! hold more. What a killed process loses is at most the last [`FLUSH_EVERY`] of informational lines.
+//! hold more. What a killed process loses is at most the last [`FLUSH_EVERY`] of
+//! informational lines.
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
