@@ -707,7 +707,7 @@ pub fn start(body: &[u8], config: &MutateConfig) -> Result<ReviewStep, ReviewErr
 }
 
 /// [`start`] for the usual pod CREATE review, in one pass over the body
-/// ([`single`](self::single)); `None` for anything else, which [`start_in_passes`] answers.
+/// ([`single`]); `None` for anything else, which [`start_in_passes`] answers.
 fn one_pass(body: &[u8], config: &MutateConfig) -> Option<ReviewStep> {
     let r = single::read(body, config)?;
     if r.api_version.as_deref() != Some(API_VERSION)

@@ -1,6 +1,6 @@
 //! The HTTPS server: hyper-util's auto (HTTP/1.1 + HTTP/2) builder over tokio-rustls, with a
 //! drain phase on shutdown. A `POST` to `/mutate` or `/validate` goes straight to
-//! [`serve_review`] (body limit, timeout, [`admission::review`], log line, metrics); everything
+//! `serve_review` (body limit, timeout, [`admission::review`], log line, metrics); everything
 //! else goes through a small axum router, which also routes the reviews when driven alone.
 
 use std::future::Future;
@@ -84,7 +84,7 @@ impl AppState {
 }
 
 /// The routes, public so tests can drive them without a socket. [`serve`] answers a `POST` to
-/// a review endpoint without going through them ([`Endpoint::of`]); they answer it the same way
+/// a review endpoint without going through them (`Endpoint::of`); they answer it the same way
 /// when driven alone, and answer everything else (health, readiness, a wrong method or path).
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
