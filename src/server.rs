@@ -306,7 +306,9 @@ async fn mutate(
         ReviewStep::Answered(out, s) => (out, s),
         ReviewStep::Pending(pending) => match app.cluster_facts() {
             Some(cluster) => {
-                let facts = cluster.facts_for(pending.needs()).await;
+                // Boxed: the lookup's future (the API calls' state) would otherwise sit inline in
+                // every review's future, which is copied per request.
+                let facts = Box::pin(cluster.facts_for(pending.needs())).await;
                 pending.finish(&app.config, &facts)
             }
             None => pending.finish(&app.config, &app.facts),
