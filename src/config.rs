@@ -344,7 +344,11 @@ impl EngineArgs {
                 .iter()
                 .cloned()
                 .collect::<BTreeMap<_, _>>(),
-            iam_capable_images: self.iam_capable_images.clone(),
+            iam_capable_images: self
+                .iam_capable_images
+                .iter()
+                .map(|p| wildmatch::WildMatch::new(p))
+                .collect(),
             strict_images: self.strict_images,
             selector: Selector {
                 harbor_labels: self

@@ -48,8 +48,8 @@ pub struct MutateConfig {
     pub region: String,
     pub service_account: String,
     pub component_service_accounts: BTreeMap<Component, String>,
-    /// Image patterns (`*` wildcards) known to carry the IAM code.
-    pub iam_capable_images: Vec<String>,
+    /// Image patterns (`*` wildcards) known to carry the IAM code, compiled once.
+    pub iam_capable_images: Vec<WildMatch>,
     /// Skip pods whose images are not known to be IAM-capable, instead of warning.
     pub strict_images: bool,
     pub selector: Selector,
@@ -75,7 +75,7 @@ impl MutateConfig {
             component_service_accounts: BTreeMap::new(),
             iam_capable_images: consts::DEFAULT_IAM_CAPABLE_IMAGES
                 .iter()
-                .map(|s| s.to_string())
+                .map(|p| WildMatch::new(p))
                 .collect(),
             strict_images: false,
             selector: Selector::default(),
@@ -353,11 +353,6 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
     };
     let mut notes = Notes::default();
 
-    let patterns: Vec<WildMatch> = config
-        .iam_capable_images
-        .iter()
-        .map(|p| WildMatch::new(p))
-        .collect();
     let unknown_images: Vec<&Container> = pod
         .spec
         .iter()
@@ -365,7 +360,7 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
         .filter(|c| {
             !c.image
                 .as_deref()
-                .is_some_and(|i| patterns.iter().any(|p| p.matches(i)))
+                .is_some_and(|i| config.iam_capable_images.iter().any(|p| p.matches(i)))
         })
         .collect();
     let what = if component.uses_database() {
