@@ -491,9 +491,7 @@ impl Shared {
             first = self.first_bytes(tcp, peer) => first?,
             _ = stopping.wait_for(|s| *s) => return None,
             () = &mut deadline => {
-                self.state.metrics.error(ErrorKind::HandshakeTimeout);
-                debug!(%peer, "no TLS handshake before the handshake timeout");
-                return None;
+                return self.timed_out(peer, "no TLS handshake before the handshake timeout");
             }
         };
         tokio::select! {
@@ -505,12 +503,15 @@ impl Shared {
                     None
                 }
             },
-            () = &mut deadline => {
-                self.state.metrics.error(ErrorKind::HandshakeTimeout);
-                debug!(%peer, "TLS handshake timed out");
-                None
-            }
+            () = &mut deadline => self.timed_out(peer, "TLS handshake timed out"),
         }
+    }
+
+    /// A connection whose handshake deadline passed: counted, logged, dropped.
+    fn timed_out<T>(&self, peer: SocketAddr, what: &str) -> Option<T> {
+        self.state.metrics.error(ErrorKind::HandshakeTimeout);
+        debug!(%peer, "{what}");
+        None
     }
 
     /// The client's first bytes: a TLS record goes on to rustls, with those bytes in front of

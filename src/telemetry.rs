@@ -261,11 +261,7 @@ mod tests {
             .collect()
     }
 
-    fn log(batch: &Batch<Sink>, level: Level, text: &str) {
-        log_to(batch, level, text);
-    }
-
-    fn log_to<W: Write>(batch: &Batch<W>, level: Level, text: &str) {
+    fn log<W: Write>(batch: &Batch<W>, level: Level, text: &str) {
         let urgent = level <= Level::WARN;
         let mut line = Line { batch, urgent };
         line.write_all(text.as_bytes()).unwrap();
@@ -346,13 +342,13 @@ mod tests {
         // A warning, a full batch, and lines below a batch (which wait for the timer).
         let line = format!("{}\n", "x".repeat(99));
         let mut expected = String::from("a\nb\n");
-        log_to(&batch, Level::INFO, "a\n");
-        log_to(&batch, Level::WARN, "b\n");
+        log(&batch, Level::INFO, "a\n");
+        log(&batch, Level::WARN, "b\n");
         for _ in 0..BATCH_BYTES.div_ceil(line.len()) {
-            log_to(&batch, Level::INFO, &line);
+            log(&batch, Level::INFO, &line);
             expected.push_str(&line);
         }
-        log_to(&batch, Level::INFO, "c\n");
+        log(&batch, Level::INFO, "c\n");
         expected.push_str("c\n");
         let writes = sink.wait_for(expected.len());
         let written: String = writes.iter().map(|(_, b)| b.as_str()).collect();
