@@ -291,7 +291,7 @@ impl Candidate {
         let warnings = mutation
             .warnings
             .iter()
-            .map(|w| format!("{WARNING_PREFIX}{w}"))
+            .map(|w| [WARNING_PREFIX, w].concat())
             .collect();
         if let Outcome::Skipped(skip) = &mutation.outcome {
             let reason = match skip {

@@ -226,10 +226,10 @@ fn child(path: &PointerBuf, key: &str) -> PointerBuf {
 
 /// `path` with the array index `idx` after it, in one allocation.
 fn element(path: &PointerBuf, idx: usize) -> PointerBuf {
-    use std::fmt::Write as _;
     let mut s = String::with_capacity(path.as_str().len() + CHILD_ROOM);
     s.push_str(path.as_str());
-    let _ = write!(s, "/{idx}");
+    s.push('/');
+    s.push_str(itoa::Buffer::new().format(idx));
     pointer(s, || {
         let mut p = path.clone();
         p.push_back(idx);

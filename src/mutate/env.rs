@@ -25,25 +25,31 @@ impl Origin {
     }
 }
 
+impl Origin {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Origin::Literal => "a literal value",
+            Origin::Reference(r) => r,
+        }
+    }
+}
+
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Origin::Literal => f.write_str("a literal value"),
-            Origin::Reference(r) => f.write_str(r),
-        }
+        f.write_str(self.as_str())
     }
 }
 
 /// Names what a `valueFrom` points at (object and key names, never data).
 pub fn describe_source(src: &EnvVarSource) -> String {
     if let Some(s) = &src.secret_key_ref {
-        format!("Secret {} key {}", s.name, s.key)
+        ["Secret ", &s.name, " key ", &s.key].concat()
     } else if let Some(c) = &src.config_map_key_ref {
-        format!("ConfigMap {} key {}", c.name, c.key)
+        ["ConfigMap ", &c.name, " key ", &c.key].concat()
     } else if let Some(f) = &src.field_ref {
-        format!("field {}", f.field_path)
+        ["field ", &f.field_path].concat()
     } else if let Some(r) = &src.resource_field_ref {
-        format!("resource {}", r.resource)
+        ["resource ", &r.resource].concat()
     } else {
         "a valueFrom reference".to_owned()
     }

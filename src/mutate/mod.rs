@@ -191,12 +191,12 @@ pub fn pod_ref(pod: &Pod) -> String {
     let name = m
         .name
         .clone()
-        .or_else(|| m.generate_name.as_ref().map(|g| format!("{g}*")))
+        .or_else(|| m.generate_name.as_ref().map(|g| [g, "*"].concat()))
         .unwrap_or_else(|| "<unnamed>".into());
     if ns.is_empty() {
         name
     } else {
-        format!("{ns}/{name}")
+        [ns, "/", &name].concat()
     }
 }
 
@@ -234,7 +234,8 @@ fn shown(value: &str) -> String {
         || BOOLS.contains(&value)
         || is_valid_region(value)
     {
-        format!("{value:?}")
+        // `{:?}` would add nothing but the quotes: none of these words has a character to escape.
+        ["\"", value, "\""].concat()
     } else {
         "an unrecognised value".to_owned()
     }
@@ -243,7 +244,7 @@ fn shown(value: &str) -> String {
 fn shown_previous(was: &env::Previous) -> String {
     match was {
         env::Previous::Value(v) => shown(v),
-        env::Previous::Reference(r) => format!("from {r}"),
+        env::Previous::Reference(r) => ["from ", r].concat(),
     }
 }
 
@@ -369,11 +370,18 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
         "S3 web identity (distribution v3)"
     };
     for c in &unknown_images {
-        notes.warnings.push(format!(
-            "container {}: image {} is not known to support {what} (upstream Harbor lacks it, goharbor/harbor#12546)",
-            c.name,
-            c.image.as_deref().unwrap_or("<none>"),
-        ));
+        notes.warnings.push(
+            [
+                "container ",
+                &c.name,
+                ": image ",
+                c.image.as_deref().unwrap_or("<none>"),
+                " is not known to support ",
+                what,
+                " (upstream Harbor lacks it, goharbor/harbor#12546)",
+            ]
+            .concat(),
+        );
     }
     if config.strict_images && !unknown_images.is_empty() {
         notes
@@ -429,12 +437,12 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
     if keep_own {
         notes.audit.insert(
             "service-account".into(),
-            format!("{sa} (kept: it has a role)"),
+            [&sa, " (kept: it has a role)"].concat(),
         );
     } else if old_sa != sa {
         notes
             .audit
-            .insert("service-account".into(), format!("{old_sa} -> {sa}"));
+            .insert("service-account".into(), [&old_sa, " -> ", &sa].concat());
     }
     if irsa {
         let role = check_role(&who, ns, &sa, facts, config, &mut notes)?;
@@ -461,7 +469,7 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
                     if changed.is_empty() {
                         "present".into()
                     } else {
-                        format!("injected into {}", changed.join(","))
+                        ["injected into ", &changed.join(",")].concat()
                     },
                 );
             }
@@ -479,7 +487,7 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
         sslmode,
         mut audit,
     } = notes;
-    audit.insert("component".into(), component.to_string());
+    audit.insert("component".into(), component.as_str().to_owned());
     for (key, names) in [("env-set", &mut set), ("env-blanked", &mut blanked)] {
         names.sort_unstable();
         names.dedup();
@@ -515,17 +523,28 @@ fn check_database_urls(
                     });
                 }
                 None => {}
-                Some(src) => notes.warnings.push(format!(
-                    "container {}: POSTGRESQL_URL comes from {}; make sure it holds no password",
-                    c.name,
-                    env::describe_source(src)
-                )),
+                Some(src) => notes.warnings.push(
+                    [
+                        "container ",
+                        &c.name,
+                        ": POSTGRESQL_URL comes from ",
+                        &env::describe_source(src),
+                        "; make sure it holds no password",
+                    ]
+                    .concat(),
+                ),
             }
         } else if let Some(cm) = url_config_map(c, ns, facts) {
-            notes.warnings.push(format!(
-                "container {}: POSTGRESQL_URL comes from ConfigMap {cm}; make sure it holds no password",
-                c.name
-            ));
+            notes.warnings.push(
+                [
+                    "container ",
+                    &c.name,
+                    ": POSTGRESQL_URL comes from ConfigMap ",
+                    cm,
+                    "; make sure it holds no password",
+                ]
+                .concat(),
+            );
         }
     }
     Ok(())
@@ -565,9 +584,9 @@ fn raise_sslmode(
     notes: &mut Notes,
 ) {
     match ensure_sslmode(c, name, ns, facts) {
-        Sslmode::Kept(v) => notes.sslmode.push(format!("{}={v}", c.name)),
+        Sslmode::Kept(v) => notes.sslmode.push([&c.name, "=", &v].concat()),
         Sslmode::Raised { was, from } => {
-            notes.sslmode.push(format!("{}=require", c.name));
+            notes.sslmode.push([&c.name, "=require"].concat());
             if let (Some(was), Some(from)) = (was, from) {
                 notes.warnings.push(format!(
                     "container {}: {name} was {} (from {from}); set to \"require\"",
@@ -577,7 +596,7 @@ fn raise_sslmode(
             }
         }
         Sslmode::Unknown { from } => {
-            notes.sslmode.push(format!("{}=unknown", c.name));
+            notes.sslmode.push([&c.name, "=unknown"].concat());
             notes.warnings.push(format!(
                 "container {}: {name} comes from {from}, which the webhook was not shown; left as is \
                  (Harbor raises disable to require under IAM auth)",
@@ -593,10 +612,18 @@ fn blank_secrets(c: &mut Container, names: &[&'static str], notes: &mut Notes) {
         for done in blank_env(c, name, may_carry) {
             notes.blanked.push(name);
             if let Blanked::Dropped(origin) = done {
-                notes.warnings.push(format!(
-                    "container {}: {name} no longer takes {origin}; IAM credentials replace the static secret",
-                    c.name
-                ));
+                notes.warnings.push(
+                    [
+                        "container ",
+                        &c.name,
+                        ": ",
+                        name,
+                        " no longer takes ",
+                        origin.as_str(),
+                        "; IAM credentials replace the static secret",
+                    ]
+                    .concat(),
+                );
             }
         }
     }
@@ -632,10 +659,19 @@ fn check_role<'f>(
             account: sa.to_owned(),
         },
         SaFact::Unknown => {
-            notes.warnings.push(format!(
-                "ServiceAccount {namespace}/{sa} could not be checked (cluster facts off, or the lookup failed or \
-                 was forbidden): make sure it exists and carries {EKS_ROLE_ARN_ANNOTATION}; web identity not injected"
-            ));
+            notes.warnings.push(
+                [
+                    "ServiceAccount ",
+                    &namespace,
+                    "/",
+                    sa,
+                    " could not be checked (cluster facts off, or the lookup failed or was \
+                     forbidden): make sure it exists and carries ",
+                    EKS_ROLE_ARN_ANNOTATION,
+                    "; web identity not injected",
+                ]
+                .concat(),
+            );
             return Ok(None);
         }
     };

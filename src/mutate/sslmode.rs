@@ -35,12 +35,12 @@ pub fn effective(c: &Container, name: &str, namespace: Option<&str>, facts: &Fac
                 Some(data) => match data.get(&sel.key) {
                     Some(v) => Effective::Known {
                         value: v.clone(),
-                        from: format!("ConfigMap {} key {}", sel.name, sel.key),
+                        from: ["ConfigMap ", &sel.name, " key ", &sel.key].concat(),
                     },
                     None => Effective::NoSource,
                 },
                 None => Effective::Unknown {
-                    from: format!("ConfigMap {}", sel.name),
+                    from: ["ConfigMap ", &sel.name].concat(),
                 },
             },
             None => Effective::Unknown {
@@ -61,13 +61,13 @@ pub fn effective(c: &Container, name: &str, namespace: Option<&str>, facts: &Fac
                 if let Some(v) = data.get(key) {
                     state = Effective::Known {
                         value: v.clone(),
-                        from: format!("ConfigMap {}", cm.name),
+                        from: ["ConfigMap ", &cm.name].concat(),
                     };
                 }
             }
             None => {
                 state = Effective::Unknown {
-                    from: format!("ConfigMap {}", cm.name),
+                    from: ["ConfigMap ", &cm.name].concat(),
                 }
             }
         }

@@ -670,6 +670,10 @@ fn own_service_account_with_a_role_is_kept_unless_forced() {
         value(&m.pod, "core", "AWS_ROLE_ARN"),
         Some("arn:aws:iam::1:role/core")
     );
+    assert_eq!(
+        m.audit["service-account"],
+        "harbor-core (kept: it has a role)"
+    );
 
     let forced = MutateConfig {
         force_service_account: true,
@@ -681,6 +685,7 @@ fn own_service_account_with_a_role_is_kept_unless_forced() {
         Some("harbor-sa")
     );
     assert_eq!(value(&m.pod, "core", "AWS_ROLE_ARN"), Some(ROLE));
+    assert_eq!(m.audit["service-account"], "harbor-core -> harbor-sa");
 }
 
 #[test]
