@@ -22,6 +22,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use crate::config::LogFormat;
 
 mod fields;
+mod line;
 
 /// A batch is written once it holds this many bytes (about 50 review lines).
 pub const BATCH_BYTES: usize = 16 * 1024;
@@ -71,7 +72,10 @@ pub fn init(format: LogFormat, filter: &str) -> LogGuard {
             .with_current_span(false)
             .try_init(),
         LogFormat::Text if ansi => builder.try_init(),
-        LogFormat::Text => builder.fmt_fields(fields::PlainFields).try_init(),
+        LogFormat::Text => builder
+            .fmt_fields(fields::PlainFields)
+            .event_format(line::PlainLine::default())
+            .try_init(),
     };
     LogGuard {
         _flush: FlushOnDrop(batch),
