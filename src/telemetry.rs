@@ -21,6 +21,8 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogFormat;
 
+#[cfg(test)]
+mod captured;
 mod fields;
 mod line;
 

@@ -145,33 +145,10 @@ impl Visit for PlainVisitor<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use proptest::prelude::*;
-    use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
-
-    /// Everything written, shared with the subscriber.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Self::Writer {
-            self.clone()
-        }
-    }
+    use crate::telemetry::captured::Captured;
 
     /// What `log` writes with `DefaultFields` and with `PlainFields`.
     fn both(log: impl Fn()) -> (String, String) {
@@ -191,8 +168,7 @@ mod tests {
                 .finish(),
             &log,
         );
-        let text = |c: Captured| String::from_utf8(c.0.lock().unwrap().clone()).unwrap();
-        (text(default), text(plain))
+        (default.text(), plain.text())
     }
 
     #[derive(Debug, thiserror::Error)]

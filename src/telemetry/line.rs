@@ -155,35 +155,13 @@ fn civil_date(days: u64) -> (u64, u64, u64) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use proptest::prelude::*;
-    use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
+    use crate::telemetry::captured::Captured;
     use crate::telemetry::fields::PlainFields;
-
-    /// Everything written, shared with the subscriber.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Captured {
-        type Writer = Captured;
-        fn make_writer(&'a self) -> Self::Writer {
-            self.clone()
-        }
-    }
 
     /// A clock that always says the same.
     #[derive(Clone)]
@@ -221,8 +199,7 @@ mod tests {
                 .finish(),
             &log,
         );
-        let text = |c: Captured| String::from_utf8(c.0.lock().unwrap().clone()).unwrap();
-        (text(full), text(plain))
+        (full.text(), plain.text())
     }
 
     #[test]
