@@ -23,9 +23,8 @@ impl Origin {
             Some(src) => Origin::Reference(describe_source(src)),
         }
     }
-}
 
-impl Origin {
+    /// As a warning names it.
     pub fn as_str(&self) -> &str {
         match self {
             Origin::Literal => "a literal value",
