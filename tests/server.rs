@@ -31,12 +31,7 @@ struct TestServer {
 
 impl TestServer {
     async fn start(limits: Limits) -> Self {
-        start_with(server::ServeOptions {
-            limits,
-            ..Default::default()
-        })
-        .await
-        .0
+        start_with_limits(limits).await.0
     }
 
     fn url(&self, path: &str) -> String {
@@ -502,6 +497,15 @@ async fn text_logs_to_a_file_carry_no_escape_sequences() {
 
 // --- Limits: each answers with the right status.
 
+/// [`start_with`] the default options but `limits`.
+async fn start_with_limits(limits: Limits) -> (TestServer, Arc<server::AppState>) {
+    start_with(server::ServeOptions {
+        limits,
+        ..Default::default()
+    })
+    .await
+}
+
 async fn start_with(options: server::ServeOptions) -> (TestServer, Arc<server::AppState>) {
     install_provider();
     let dev = tls::dev_certificate(&["localhost", "127.0.0.1"]).unwrap();
@@ -613,11 +617,7 @@ async fn slow_clients_are_cut_off() {
         request_timeout: Duration::from_millis(500),
         ..Limits::default()
     };
-    let (srv, state) = start_with(server::ServeOptions {
-        limits,
-        ..Default::default()
-    })
-    .await;
+    let (srv, state) = start_with_limits(limits).await;
 
     // Headers that never end: the connection is closed after the header read timeout.
     let mut slow = tls_stream(&srv).await;
@@ -718,11 +718,7 @@ async fn handshakes_are_bounded_from_connect_and_may_arrive_in_pieces() {
         handshake_timeout: Duration::from_secs(1),
         ..Limits::default()
     };
-    let (srv, state) = start_with(server::ServeOptions {
-        limits,
-        ..Default::default()
-    })
-    .await;
+    let (srv, state) = start_with_limits(limits).await;
     let timeouts = || {
         let text = state.metrics.encode();
         let line = "harbor_iam_webhook_errors_total{kind=\"handshake_timeout\"} ";
