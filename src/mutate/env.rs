@@ -39,12 +39,22 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// Names a ConfigMap, as the messages do.
+pub fn config_map(name: &str) -> String {
+    ["ConfigMap ", name].concat()
+}
+
+/// Names a key of a ConfigMap, as the messages do.
+pub fn config_map_key(name: &str, key: &str) -> String {
+    ["ConfigMap ", name, " key ", key].concat()
+}
+
 /// Names what a `valueFrom` points at (object and key names, never data).
 pub fn describe_source(src: &EnvVarSource) -> String {
     if let Some(s) = &src.secret_key_ref {
         ["Secret ", &s.name, " key ", &s.key].concat()
     } else if let Some(c) = &src.config_map_key_ref {
-        ["ConfigMap ", &c.name, " key ", &c.key].concat()
+        config_map_key(&c.name, &c.key)
     } else if let Some(f) = &src.field_ref {
         ["field ", &f.field_path].concat()
     } else if let Some(r) = &src.resource_field_ref {

@@ -3,7 +3,7 @@
 //!
 //! Messages on the common path (warnings, audit annotations) are joined with `concat`, not
 //! `format!`: `core::fmt` was a large share of a review's mispredicted branches (README,
-//! Performance). Rare ones (denials) keep `format!`.
+//! Performance). Rare ones (denials, a value the engine replaced) keep `format!`.
 
 mod component;
 mod database_url;
@@ -592,20 +592,37 @@ fn raise_sslmode(
         Sslmode::Raised { was, from } => {
             notes.sslmode.push([&c.name, "=require"].concat());
             if let (Some(was), Some(from)) = (was, from) {
-                notes.warnings.push(format!(
-                    "container {}: {name} was {} (from {from}); set to \"require\"",
-                    c.name,
-                    shown(&was)
-                ));
+                notes.warnings.push(
+                    [
+                        "container ",
+                        &c.name,
+                        ": ",
+                        name,
+                        " was ",
+                        &shown(&was),
+                        " (from ",
+                        &from,
+                        "); set to \"require\"",
+                    ]
+                    .concat(),
+                );
             }
         }
         Sslmode::Unknown { from } => {
             notes.sslmode.push([&c.name, "=unknown"].concat());
-            notes.warnings.push(format!(
-                "container {}: {name} comes from {from}, which the webhook was not shown; left as is \
-                 (Harbor raises disable to require under IAM auth)",
-                c.name
-            ));
+            notes.warnings.push(
+                [
+                    "container ",
+                    &c.name,
+                    ": ",
+                    name,
+                    " comes from ",
+                    &from,
+                    ", which the webhook was not shown; left as is (Harbor raises disable to \
+                     require under IAM auth)",
+                ]
+                .concat(),
+            );
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::Container;
 
-use super::env::{describe_source, last_entry, set_env};
+use super::env::{config_map, config_map_key, describe_source, last_entry, set_env};
 use crate::consts::{SSLMODE_REQUIRE, STRONG_SSLMODES};
 use crate::facts::Facts;
 
@@ -35,12 +35,12 @@ pub fn effective(c: &Container, name: &str, namespace: Option<&str>, facts: &Fac
                 Some(data) => match data.get(&sel.key) {
                     Some(v) => Effective::Known {
                         value: v.clone(),
-                        from: ["ConfigMap ", &sel.name, " key ", &sel.key].concat(),
+                        from: config_map_key(&sel.name, &sel.key),
                     },
                     None => Effective::NoSource,
                 },
                 None => Effective::Unknown {
-                    from: ["ConfigMap ", &sel.name].concat(),
+                    from: config_map(&sel.name),
                 },
             },
             None => Effective::Unknown {
@@ -61,13 +61,13 @@ pub fn effective(c: &Container, name: &str, namespace: Option<&str>, facts: &Fac
                 if let Some(v) = data.get(key) {
                     state = Effective::Known {
                         value: v.clone(),
-                        from: ["ConfigMap ", &cm.name].concat(),
+                        from: config_map(&cm.name),
                     };
                 }
             }
             None => {
                 state = Effective::Unknown {
-                    from: ["ConfigMap ", &cm.name].concat(),
+                    from: config_map(&cm.name),
                 }
             }
         }
