@@ -195,7 +195,7 @@ mod tests {
             "kubectl -n harbor rollout restart deployment/harbor-core"
         );
         assert_eq!(f.problems.len(), 2, "{:?}", f.problems);
-        assert!(f.problems[1].contains("may get POSTGRESQL_PASSWORD through envFrom"));
+        assert!(f.problems[1].contains("may get POSTGRESQL_PASSWORD from Secret harbor-core"));
     }
 
     #[test]

@@ -311,7 +311,7 @@ impl Patcher {
         for (i, (b, a)) in before.iter().zip(after).enumerate() {
             let path = |name| at(&["spec", field, &i.to_string(), name]);
             let mut gone = Vec::new();
-            self.member(|| path("env"), &b.env, &a.env, seq, &mut gone)?;
+            self.member(|| path("env"), &b.env, &a.env, Patcher::env, &mut gone)?;
             self.member(
                 || path("volumeMounts"),
                 &b.volume_mounts,
@@ -320,6 +320,38 @@ impl Patcher {
                 &mut gone,
             )?;
             self.remove_all(gone);
+        }
+        Ok(())
+    }
+
+    /// Two different `env` lists. The engine edits entries in place, appends, and inserts a
+    /// blank before the first entry that refers to it ([`crate::mutate::env::blank_env`]); it
+    /// never removes or reorders one. So the entries pair up in order by name, and an entry of
+    /// `after` that does not pair with the next one of `before` is new: added at its index, so
+    /// the entries after it keep their own unknown fields.
+    #[allow(clippy::ptr_arg)]
+    fn env(
+        &mut self,
+        path: PointerBuf,
+        before: &Vec<EnvVar>,
+        after: &Vec<EnvVar>,
+    ) -> Result<(), Error> {
+        // (index in `after`, the entry of `before` it pairs with, if any)
+        let mut pairs = Vec::with_capacity(after.len());
+        let mut next = before.iter().peekable();
+        for (idx, a) in after.iter().enumerate() {
+            pairs.push((idx, next.next_if(|b| b.name == a.name)));
+        }
+        if next.peek().is_some() {
+            // Entries dropped or reordered: not the engine's edits. Index by index is correct.
+            return self.items(path, before, after);
+        }
+        for (idx, b) in pairs {
+            match b {
+                Some(b) if *b == after[idx] => {}
+                Some(b) => self.value(element(&path, idx), b, &after[idx])?,
+                None => self.add(element(&path, idx), &after[idx])?,
+            }
         }
         Ok(())
     }
@@ -490,14 +522,13 @@ mod tests {
         pod
     }
 
-    /// The patch of `edits` is `json_patch::diff` of the whole pods, and the edit touched
-    /// nothing outside the engine's fields (which `edits` never looks at).
+    /// The patch of `edits` turns the pod into the edited one, and the edit touched nothing
+    /// outside the engine's fields (which `edits` never looks at).
     fn edits_like_json_patch(before: &Pod, after: &Pod, what: &str) {
-        assert_eq!(
-            edits(&EngineFields::of(before), after).unwrap(),
-            reference(before, after),
-            "{what}"
-        );
+        let mut patched = serde_json::to_value(before).unwrap();
+        let patch = edits(&EngineFields::of(before), after).unwrap();
+        json_patch::patch(&mut patched, &patch).unwrap();
+        assert_eq!(patched, serde_json::to_value(after).unwrap(), "{what}");
         if before.spec.is_some() {
             // (A new spec is added whole, whatever is in it.)
             assert!(

@@ -67,19 +67,31 @@ impl Component {
         }
     }
 
-    /// Env names that can carry a static secret the webhook replaces: the database password,
-    /// or the registry's S3 keys.
+    /// Env names that can carry a static secret the webhook replaces: both database password
+    /// names in every DB component (whichever it reads: an image or a future chart may read the
+    /// other), or the registry's S3 keys.
     pub fn password_envs(self) -> &'static [&'static str] {
         match self {
-            Component::Exporter => &[
-                consts::HARBOR_DATABASE_PASSWORD,
-                consts::POSTGRESQL_PASSWORD,
-            ],
             Component::Registry => &[
                 consts::REGISTRY_S3_ACCESS_KEY,
                 consts::REGISTRY_S3_SECRET_KEY,
             ],
-            _ => &[consts::POSTGRESQL_PASSWORD],
+            _ => &[
+                consts::POSTGRESQL_PASSWORD,
+                consts::HARBOR_DATABASE_PASSWORD,
+            ],
+        }
+    }
+
+    /// The names of the containers the charts (harbor-helm and harbor-next) create for the
+    /// component: what `--strict-images` judges.
+    pub fn chart_containers(self) -> &'static [&'static str] {
+        match self {
+            Component::Core => &["core"],
+            Component::Jobservice => &["jobservice"],
+            Component::Exporter => &["exporter"],
+            Component::Migrator => &["core-job"],
+            Component::Registry => &["registry", "registryctl"],
         }
     }
 }
@@ -153,7 +165,11 @@ impl Selector {
         if !is_harbor {
             return Target::NotHarbor;
         }
-        let value = self.component_labels.iter().find_map(|k| label(k));
+        // An empty label value is no label (a chart that renders `component: ""` has not said).
+        let value = self
+            .component_labels
+            .iter()
+            .find_map(|k| label(k).filter(|v| !v.is_empty()));
         match value.and_then(Component::from_label) {
             None => Target::OtherComponent(value.map(str::to_owned)),
             Some(c) if annotation(INJECT_ANNOTATION) == Some(INJECT_DISABLED) => {

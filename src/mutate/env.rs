@@ -1,7 +1,10 @@
-//! Edits of a container's `env`, named by effect. None of them ever inserts into the middle of
-//! a list: existing entries are edited in place, new ones are appended.
+//! Edits of a container's `env`, named by effect. Existing entries are edited in place and new
+//! ones appended, but for one case: a blank that must come before the first `$(NAME)` that
+//! refers to it ([`blank_env`]).
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource};
+
+use super::effective::references;
 
 /// An entry with neither `value` nor `valueFrom`, or with `value: ""`, sets the variable empty.
 /// The API server drops `value: ""` (the field is `omitempty`), so both shapes must count.
@@ -64,43 +67,20 @@ pub fn describe_source(src: &EnvVarSource) -> String {
     }
 }
 
-/// What [`set_env`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SetEnv {
-    /// An entry with the same meaning was already there.
-    Kept,
-    Added,
-    /// Conflicting entries were overwritten; `was` describes the last of them.
-    Replaced {
-        was: Previous,
-    },
-}
-
-/// A replaced entry. `set_env` is never used on a password, but a value may still be anything
-/// a user typed: callers decide what of it a warning may show.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Previous {
-    Value(String),
-    Reference(String),
-}
-
-/// Make `name` equal `value` in `c`: entries whose literal value satisfies `same` are kept,
-/// other entries of that name (duplicates included) are overwritten in place, and a missing
-/// one is appended.
-pub fn set_env(c: &mut Container, name: &str, value: &str, same: impl Fn(&str) -> bool) -> SetEnv {
+/// Make `name` end as `value` in `c`: every entry of that name is overwritten in place, but
+/// those `keep` accepts (by index), so that a `$(name)` after any of them sees `value` too; a
+/// missing one is appended. Returns whether an entry of that name existed.
+pub fn set_env(c: &mut Container, name: &str, value: &str, keep: impl Fn(usize) -> bool) -> bool {
     let mut found = false;
-    let mut replaced = None;
-    for e in c.env.iter_mut().flatten().filter(|e| e.name == name) {
-        found = true;
-        if e.value_from.is_none() && e.value.as_deref().is_some_and(&same) {
+    for (i, e) in c.env.iter_mut().flatten().enumerate() {
+        if e.name != name {
             continue;
         }
-        replaced = Some(match &e.value_from {
-            Some(src) => Previous::Reference(describe_source(src)),
-            None => Previous::Value(e.value.clone().unwrap_or_default()),
-        });
-        e.value = Some(value.to_owned());
-        e.value_from = None;
+        found = true;
+        if !keep(i) {
+            e.value = Some(value.to_owned());
+            e.value_from = None;
+        }
     }
     if !found {
         c.env.get_or_insert_with(Vec::new).push(EnvVar {
@@ -108,12 +88,8 @@ pub fn set_env(c: &mut Container, name: &str, value: &str, same: impl Fn(&str) -
             value: Some(value.to_owned()),
             value_from: None,
         });
-        return SetEnv::Added;
     }
-    match replaced {
-        Some(was) => SetEnv::Replaced { was },
-        None => SetEnv::Kept,
-    }
+    found
 }
 
 /// What [`blank_env`] did to one variable of a container.
@@ -121,42 +97,54 @@ pub fn set_env(c: &mut Container, name: &str, value: &str, same: impl Fn(&str) -
 pub enum Blanked {
     /// An entry that set a value was emptied; `Origin` says what it carried.
     Dropped(Origin),
-    /// No entry existed and an `envFrom` source may carry the name: an explicit blank was added.
+    /// An explicit blank was added, so that `envFrom` can't set the name.
     Added,
 }
 
-/// Make sure `name` reaches the container empty. Every non-blank entry of that name is emptied
-/// in place; when there is none and `env_from_may_carry` says an `envFrom` source could set it,
-/// an explicit blank entry is appended (explicit `env` wins over `envFrom`).
+/// Make sure `name` reaches the container empty, and is empty wherever a `$(name)` is expanded.
+/// Every non-blank entry of that name is emptied in place. When `envFrom` may set the name
+/// (`env_from_may_carry`), an explicit blank must come before the first entry that refers to it
+/// (expansion sees only what is set before it): it is inserted there when no entry of that name
+/// comes earlier, appended when nothing refers to it and no entry exists.
 pub fn blank_env(c: &mut Container, name: &str, env_from_may_carry: bool) -> Vec<Blanked> {
     let mut done = Vec::new();
-    let mut found = false;
-    for e in c.env.iter_mut().flatten().filter(|e| e.name == name) {
-        found = true;
+    let had_none = c.env.is_none();
+    let env = c.env.get_or_insert_with(Vec::new);
+    for e in env.iter_mut().filter(|e| e.name == name) {
         if !is_blank(e) {
             done.push(Blanked::Dropped(Origin::of(e)));
             e.value = Some(String::new());
             e.value_from = None;
         }
     }
-    if !found && env_from_may_carry {
-        c.env.get_or_insert_with(Vec::new).push(EnvVar {
-            name: name.to_owned(),
-            value: Some(String::new()),
-            value_from: None,
-        });
+    let first_entry = env.iter().position(|e| e.name == name);
+    let first_reference = env
+        .iter()
+        .position(|e| e.value.as_deref().is_some_and(|v| references(v, name)));
+    let at = match (first_entry, first_reference) {
+        (_, Some(r)) if first_entry.is_none_or(|d| r < d) => Some(r),
+        (None, None) => Some(env.len()),
+        _ => None,
+    };
+    if let Some(at) = at.filter(|_| env_from_may_carry) {
+        env.insert(
+            at,
+            EnvVar {
+                name: name.to_owned(),
+                value: Some(String::new()),
+                value_from: None,
+            },
+        );
         done.push(Blanked::Added);
+    }
+    if had_none && env.is_empty() {
+        c.env = None;
     }
     done
 }
 
-/// The last entry named `name` (the one the kubelet uses when a name repeats).
-pub fn last_entry<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
-    c.env.iter().flatten().rev().find(|e| e.name == name)
-}
-
-pub fn has_env_from_secret(c: &Container) -> bool {
-    c.env_from.iter().flatten().any(|s| s.secret_ref.is_some())
+pub fn has_env_from(c: &Container) -> bool {
+    c.env_from.as_ref().is_some_and(|s| !s.is_empty())
 }
 
 #[cfg(test)]
@@ -208,39 +196,71 @@ mod tests {
     }
 
     #[test]
-    fn set_env_appends_keeps_and_replaces() {
+    fn set_env_appends_keeps_and_overwrites() {
         let mut c = container(vec![literal("A", "1")]);
-        assert_eq!(set_env(&mut c, "B", "x", |v| v == "x"), SetEnv::Added);
-        assert_eq!(c.env.as_ref().unwrap().last().unwrap().name, "B");
-        assert_eq!(set_env(&mut c, "B", "x", |v| v == "x"), SetEnv::Kept);
-        assert_eq!(
-            set_env(&mut c, "A", "2", |v| v == "2"),
-            SetEnv::Replaced {
-                was: Previous::Value("1".into())
-            }
-        );
+        assert!(!set_env(&mut c, "B", "x", |_| false), "appended");
+        assert_eq!(c.env.as_ref().unwrap().last().unwrap(), &literal("B", "x"));
+        assert!(set_env(&mut c, "A", "2", |_| false));
         let env = c.env.unwrap();
         assert_eq!(env.len(), 2);
         assert_eq!(env[0], literal("A", "2"), "edited in place, not moved");
     }
 
     #[test]
-    fn set_env_replaces_value_from_and_all_duplicates() {
+    fn set_env_overwrites_every_duplicate_but_those_kept() {
         let mut c = container(vec![
             secret_ref("A", "s", "k"),
             literal("Z", "z"),
             literal("A", "y"),
+            literal("A", "keep"),
         ]);
-        let out = set_env(&mut c, "A", "v", |v| v == "v");
-        assert_eq!(
-            out,
-            SetEnv::Replaced {
-                was: Previous::Value("y".into())
-            }
-        );
+        assert!(set_env(&mut c, "A", "v", |i| i == 3));
         let env = c.env.unwrap();
         assert_eq!(env[0], literal("A", "v"));
+        assert_eq!(env[1], literal("Z", "z"));
         assert_eq!(env[2], literal("A", "v"));
+        assert_eq!(env[3], literal("A", "keep"));
+    }
+
+    #[test]
+    fn blank_goes_before_the_first_reference() {
+        // The password arrives through envFrom; an earlier entry copies it.
+        let mut c = container(vec![
+            literal("A", "a"),
+            literal("URL", "postgres://u:$(P)@db/x"),
+            literal("B", "$(P)"),
+        ]);
+        assert_eq!(blank_env(&mut c, "P", true), vec![Blanked::Added]);
+        let env = c.env.as_ref().unwrap();
+        assert_eq!(env[1], literal("P", ""), "inserted before URL");
+        assert_eq!(env.len(), 4);
+        assert!(blank_env(&mut c, "P", true).is_empty(), "idempotent");
+
+        // An entry of that name after the reference is blanked, and a blank still goes first.
+        let mut c = container(vec![
+            literal("URL", "$(P)"),
+            secret_ref("P", "db", "password"),
+        ]);
+        assert_eq!(
+            blank_env(&mut c, "P", true),
+            vec![
+                Blanked::Dropped(Origin::Reference("Secret db key password".into())),
+                Blanked::Added
+            ]
+        );
+        let env = c.env.as_ref().unwrap();
+        assert_eq!(env[0], literal("P", ""));
+        assert_eq!(env[2], literal("P", ""));
+
+        // `$$(P)` is no reference: the blank is appended.
+        let mut c = container(vec![literal("A", "$$(P)")]);
+        assert_eq!(blank_env(&mut c, "P", true), vec![Blanked::Added]);
+        assert_eq!(c.env.as_ref().unwrap()[1], literal("P", ""));
+
+        // Without envFrom nothing can set P before its first entry: no blank is added.
+        let mut c = container(vec![literal("A", "$(P)")]);
+        assert!(blank_env(&mut c, "P", false).is_empty());
+        assert_eq!(c.env.as_ref().unwrap().len(), 1);
     }
 
     #[test]
@@ -271,7 +291,7 @@ mod tests {
             }),
             ..Default::default()
         }]);
-        assert!(has_env_from_secret(&c));
+        assert!(has_env_from(&c));
         assert_eq!(blank_env(&mut c, "P", true), vec![Blanked::Added]);
         assert_eq!(c.env.unwrap(), vec![literal("P", "")]);
     }

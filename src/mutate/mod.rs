@@ -7,6 +7,7 @@
 
 mod component;
 mod database_url;
+pub mod effective;
 pub mod env;
 pub mod identity;
 pub mod sslmode;
@@ -26,7 +27,8 @@ use crate::consts::{
     REGION_ANNOTATION, STATUS_ANNOTATION, STATUS_INJECTED,
 };
 use crate::facts::{Facts, SaFact};
-use env::{Blanked, SetEnv, blank_env, has_env_from_secret, last_entry, set_env};
+use effective::{Env, Value};
+use env::{Blanked, blank_env, has_env_from, set_env};
 use identity::WebIdentity;
 use sslmode::{Sslmode, ensure_sslmode};
 
@@ -158,10 +160,15 @@ pub struct Mutation {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MutateError {
     #[error(
-        "pod {pod}: container {container} sets POSTGRESQL_URL with a password in it; Harbor uses the URL as is, \
-         so the static password would survive RDS IAM auth. Remove the password from the URL or unset POSTGRESQL_URL"
+        "pod {pod}: container {container} gets a POSTGRESQL_URL with a password in it (from {from}); Harbor uses \
+         the URL as is, so the static password would survive RDS IAM auth. Remove the password from the URL or \
+         unset POSTGRESQL_URL"
     )]
-    PasswordInUrl { pod: String, container: String },
+    PasswordInUrl {
+        pod: String,
+        container: String,
+        from: String,
+    },
     #[error(
         "pod {pod}: annotation {REGION_ANNOTATION}={value:?} is not an AWS region (expected e.g. eu-west-1)"
     )]
@@ -245,10 +252,10 @@ fn shown(value: &str) -> String {
     }
 }
 
-fn shown_previous(was: &env::Previous) -> String {
+fn shown_previous(was: &Value) -> String {
     match was {
-        env::Previous::Value(v) => shown(v),
-        env::Previous::Reference(r) => ["from ", r].concat(),
+        Value::Known { value, .. } => shown(value),
+        Value::Unknown { from } => ["from ", from].concat(),
     }
 }
 
@@ -271,18 +278,6 @@ fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
             .iter()
             .flatten()
             .chain(s.containers.iter())
-    })
-}
-
-/// A known `envFrom` ConfigMap that sets `POSTGRESQL_URL` (Secrets are not looked into).
-fn url_config_map<'a>(c: &'a Container, namespace: Option<&str>, facts: &Facts) -> Option<&'a str> {
-    c.env_from.iter().flatten().rev().find_map(|src| {
-        let cm = src.config_map_ref.as_ref()?;
-        let key = POSTGRESQL_URL.strip_prefix(src.prefix.as_deref().unwrap_or(""))?;
-        facts
-            .config_map(namespace, &cm.name)?
-            .contains_key(key)
-            .then_some(cm.name.as_str())
     })
 }
 
@@ -358,10 +353,13 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
     };
     let mut notes = Notes::default();
 
+    // Only the containers the charts create: a sidecar another webhook added (istio-proxy and
+    // the like) never talks to the database.
     let unknown_images: Vec<&Container> = pod
         .spec
         .iter()
         .flat_map(|s| s.containers.iter())
+        .filter(|c| component.chart_containers().contains(&c.name.as_str()))
         .filter(|c| {
             !c.image
                 .as_deref()
@@ -399,22 +397,26 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
 
     let namespace = pod.metadata.namespace.clone();
     let ns = namespace.as_deref();
-    if component.uses_database() {
-        check_database_urls(pod, &who, ns, facts, &mut notes)?;
-    }
     let out = pod;
+    let spec = out.spec.get_or_insert_with(Default::default);
+    let init = spec.init_containers.iter_mut().flatten();
+    for c in spec.containers.iter_mut().chain(init) {
+        blank_secrets(c, component.password_envs(), &mut notes);
+    }
+    if component.uses_database() {
+        // Only core and the migrator read POSTGRESQL_URL: elsewhere one the engine can't read
+        // is not worth a warning, though a known password in one is still refused.
+        let reads_url = component.sslmode_env() == Some(consts::POSTGRESQL_SSLMODE);
+        check_database_urls(out, &who, ns, facts, reads_url, &mut notes)?;
+    }
     let spec = out.spec.get_or_insert_with(Default::default);
     if let Some(iam) = component.iam_env_names() {
         for c in spec.containers.iter_mut() {
-            set_iam_env(c, iam, &region, &mut notes);
+            set_iam_env(c, iam, &region, ns, facts, &mut notes);
             if let Some(name) = component.sslmode_env() {
                 raise_sslmode(c, name, ns, facts, &mut notes);
             }
         }
-    }
-    let init = spec.init_containers.iter_mut().flatten();
-    for c in spec.containers.iter_mut().chain(init) {
-        blank_secrets(c, component.password_envs(), &mut notes);
     }
 
     // The ServiceAccount, and what IRSA needs of it.
@@ -509,46 +511,36 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
     })
 }
 
-/// A literal `POSTGRESQL_URL` with a password is refused; one from elsewhere is warned about.
+/// `POSTGRESQL_URL` as the container gets it, our blanks applied: one that carries a password
+/// is refused, one the engine can't read is warned about.
 fn check_database_urls(
     pod: &Pod,
     who: &str,
     ns: Option<&str>,
     facts: &Facts,
+    warn_unknown: bool,
     notes: &mut Notes,
 ) -> Result<(), MutateError> {
     for c in all_containers(pod) {
-        if let Some(e) = last_entry(c, POSTGRESQL_URL) {
-            match &e.value_from {
-                None if e.value.as_deref().is_some_and(url_has_password) => {
-                    return Err(MutateError::PasswordInUrl {
-                        pod: who.to_owned(),
-                        container: c.name.clone(),
-                    });
-                }
-                None => {}
-                Some(src) => notes.warnings.push(
-                    [
-                        "container ",
-                        &c.name,
-                        ": POSTGRESQL_URL comes from ",
-                        &env::describe_source(src),
-                        "; make sure it holds no password",
-                    ]
-                    .concat(),
-                ),
+        match Env::of(c, ns, facts).get(POSTGRESQL_URL) {
+            Some(Value::Known { value, from }) if url_has_password(&value) => {
+                return Err(MutateError::PasswordInUrl {
+                    pod: who.to_owned(),
+                    container: c.name.clone(),
+                    from,
+                });
             }
-        } else if let Some(cm) = url_config_map(c, ns, facts) {
-            notes.warnings.push(
+            Some(Value::Unknown { from }) if warn_unknown => notes.warnings.push(
                 [
                     "container ",
                     &c.name,
-                    ": POSTGRESQL_URL comes from ConfigMap ",
-                    cm,
+                    ": POSTGRESQL_URL comes from ",
+                    &from,
                     "; make sure it holds no password",
                 ]
                 .concat(),
-            );
+            ),
+            _ => {}
         }
     }
     Ok(())
@@ -558,6 +550,8 @@ fn set_iam_env(
     c: &mut Container,
     (use_iam, region_env): (&'static str, &'static str),
     region: &str,
+    ns: Option<&str>,
+    facts: &Facts,
     notes: &mut Notes,
 ) {
     for (name, value, same) in [
@@ -565,17 +559,20 @@ fn set_iam_env(
         (region_env, region, &|v: &str| v == region),
         (IAM_FEATURE_GATE, "true", &is_true),
     ] {
-        match set_env(c, name, value, same) {
-            SetEnv::Kept => {}
-            SetEnv::Added => notes.set.push(name),
-            SetEnv::Replaced { was } => {
-                notes.set.push(name);
-                notes.warnings.push(format!(
-                    "container {}: {name} was {}; set to {value:?}",
-                    c.name,
-                    shown_previous(&was)
-                ));
-            }
+        let was = Env::of(c, ns, facts).get(name);
+        if was.as_ref().and_then(Value::known).is_some_and(same) {
+            continue;
+        }
+        let had_entry = set_env(c, name, value, |_| false);
+        notes.set.push(name);
+        // A value from an `envFrom` source the engine can't read is not worth a warning: the
+        // explicit entry wins over it.
+        if let Some(was) = was.filter(|w| had_entry || w.known().is_some()) {
+            notes.warnings.push(format!(
+                "container {}: {name} was {}; set to {value:?}",
+                c.name,
+                shown_previous(&was)
+            ));
         }
     }
 }
@@ -628,9 +625,9 @@ fn raise_sslmode(
 }
 
 fn blank_secrets(c: &mut Container, names: &[&'static str], notes: &mut Notes) {
-    let may_carry = has_env_from_secret(c);
+    let env_from = has_env_from(c);
     for name in names {
-        for done in blank_env(c, name, may_carry) {
+        for done in blank_env(c, name, env_from) {
             notes.blanked.push(name);
             if let Blanked::Dropped(origin) = done {
                 notes.warnings.push(

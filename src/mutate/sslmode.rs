@@ -1,79 +1,13 @@
-//! sslmode, never weaker: find the value a container will really see, then raise it to
-//! `require` when it is weak or absent, keep it when it is `require` or `verify-*`, and leave
-//! it alone when it comes from somewhere the engine was not shown.
+//! sslmode, never weaker: take the value the container will really see ([`Env`]), raise it to
+//! `require` when it is weak or absent, keep it when it is `require` or `verify-*`, and leave it
+//! alone when it comes from somewhere the engine was not shown.
 
 use k8s_openapi::api::core::v1::Container;
 
-use super::env::{config_map, config_map_key, describe_source, last_entry, set_env};
+use super::effective::{Env, Value};
+use super::env::set_env;
 use crate::consts::{SSLMODE_REQUIRE, STRONG_SSLMODES};
 use crate::facts::Facts;
-
-/// The value a container's process will see for an sslmode variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effective {
-    /// Known value (possibly empty), and where it comes from.
-    Known { value: String, from: String },
-    /// Nothing sets it: libpq's default (`prefer`) applies.
-    NoSource,
-    /// A source the engine can't see may set it.
-    Unknown { from: String },
-}
-
-/// Resolve `name` for `c` the way the kubelet does: the container's own `env` (last entry
-/// wins) beats `envFrom`, and among `envFrom` sources the last one defining the key wins.
-/// Only ConfigMaps are consulted; Secrets are assumed not to carry sslmode.
-pub fn effective(c: &Container, name: &str, namespace: Option<&str>, facts: &Facts) -> Effective {
-    if let Some(e) = last_entry(c, name) {
-        let Some(src) = &e.value_from else {
-            return Effective::Known {
-                value: e.value.clone().unwrap_or_default(),
-                from: "the container's env".into(),
-            };
-        };
-        return match &src.config_map_key_ref {
-            Some(sel) => match facts.config_map(namespace, &sel.name) {
-                Some(data) => match data.get(&sel.key) {
-                    Some(v) => Effective::Known {
-                        value: v.clone(),
-                        from: config_map_key(&sel.name, &sel.key),
-                    },
-                    None => Effective::NoSource,
-                },
-                None => Effective::Unknown {
-                    from: config_map(&sel.name),
-                },
-            },
-            None => Effective::Unknown {
-                from: describe_source(src),
-            },
-        };
-    }
-    let mut state = Effective::NoSource;
-    for src in c.env_from.iter().flatten() {
-        let Some(cm) = &src.config_map_ref else {
-            continue;
-        };
-        let Some(key) = name.strip_prefix(src.prefix.as_deref().unwrap_or("")) else {
-            continue;
-        };
-        match facts.config_map(namespace, &cm.name) {
-            Some(data) => {
-                if let Some(v) = data.get(key) {
-                    state = Effective::Known {
-                        value: v.clone(),
-                        from: config_map(&cm.name),
-                    };
-                }
-            }
-            None => {
-                state = Effective::Unknown {
-                    from: config_map(&cm.name),
-                }
-            }
-        }
-    }
-    state
-}
 
 pub fn is_strong(mode: &str) -> bool {
     STRONG_SSLMODES.contains(&mode)
@@ -99,30 +33,32 @@ pub fn ensure_sslmode(
     namespace: Option<&str>,
     facts: &Facts,
 ) -> Sslmode {
-    match effective(c, name, namespace, facts) {
-        Effective::Known { value, .. } if is_strong(&value) => Sslmode::Kept(value),
-        Effective::Unknown { from } => Sslmode::Unknown { from },
-        known_weak_or_none => {
-            // Overwrites entries of that name in place (a weak literal or a ConfigMap
-            // reference), or appends one that beats envFrom.
-            set_env(c, name, SSLMODE_REQUIRE, is_strong);
-            match known_weak_or_none {
-                Effective::Known { value, from } => Sslmode::Raised {
-                    was: Some(value),
-                    from: Some(from),
-                },
-                _ => Sslmode::Raised {
-                    was: None,
-                    from: None,
-                },
-            }
-        }
-    }
+    let env = Env::of(c, namespace, facts);
+    let raised = match env.get(name) {
+        Some(Value::Known { value, .. }) if is_strong(&value) => return Sslmode::Kept(value),
+        Some(Value::Unknown { from }) => return Sslmode::Unknown { from },
+        Some(Value::Known { value, from }) => Sslmode::Raised {
+            was: Some(value),
+            from: Some(from),
+        },
+        None => Sslmode::Raised {
+            was: None,
+            from: None,
+        },
+    };
+    // Entries that set a strong mode stay; the others (weak, skipped, unknown) become
+    // `require`, so that the last one, and every `$(name)` after one, is at least `require`.
+    let strong: Vec<bool> = (0..c.env.as_ref().map_or(0, Vec::len))
+        .map(|i| env.entry(i).and_then(Value::known).is_some_and(is_strong))
+        .collect();
+    set_env(c, name, SSLMODE_REQUIRE, |i| strong[i]);
+    raised
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mutate::effective::Env;
     use k8s_openapi::api::core::v1::{
         ConfigMap, ConfigMapEnvSource, ConfigMapKeySelector, EnvFromSource, EnvVar, EnvVarSource,
         SecretEnvSource,
@@ -185,7 +121,24 @@ mod tests {
     }
 
     fn sslmode_of(c: &Container) -> Option<String> {
-        last_entry(c, S).and_then(|e| e.value.clone())
+        Env::of(c, None, &Facts::default())
+            .get(S)
+            .and_then(|v| v.known().map(str::to_owned))
+    }
+
+    fn effective(c: &Container, facts: &Facts) -> Option<Value> {
+        Env::of(c, None, facts).get(S)
+    }
+
+    fn known(v: &str) -> Option<Value> {
+        Some(Value::Known {
+            value: v.into(),
+            from: match v {
+                "disable" => "ConfigMap b",
+                _ => "ConfigMap p",
+            }
+            .into(),
+        })
     }
 
     #[test]
@@ -287,28 +240,107 @@ mod tests {
         ]);
         // Later source wins.
         let c = container(vec![], vec![from_cm("a", None), from_cm("b", None)]);
-        assert!(
-            matches!(effective(&c, S, None, &facts), Effective::Known { value, .. } if value == "disable")
-        );
+        assert_eq!(effective(&c, &facts), known("disable"));
         // An unknown later source may override a known earlier one.
         let c = container(vec![], vec![from_cm("a", None), from_cm("unseen", None)]);
-        assert!(matches!(
-            effective(&c, S, None, &facts),
-            Effective::Unknown { .. }
-        ));
+        assert!(matches!(effective(&c, &facts), Some(Value::Unknown { .. })));
         // A known later source without the key does not.
         let c = container(vec![], vec![from_cm("unseen", None), from_cm("b", None)]);
-        assert!(
-            matches!(effective(&c, S, None, &facts), Effective::Known { value, .. } if value == "disable")
-        );
+        assert_eq!(effective(&c, &facts), known("disable"));
         // Prefix: POSTGRESQL_ + SSLMODE.
         let c = container(vec![], vec![from_cm("p", Some("POSTGRESQL_"))]);
-        assert!(
-            matches!(effective(&c, S, None, &facts), Effective::Known { value, .. } if value == "verify-ca")
-        );
+        assert_eq!(effective(&c, &facts), known("verify-ca"));
         // A prefix that can't produce the name is not a source.
         let c = container(vec![], vec![from_cm("unseen", Some("OTHER_"))]);
-        assert_eq!(effective(&c, S, None, &facts), Effective::NoSource);
+        assert_eq!(effective(&c, &facts), None);
+    }
+
+    #[test]
+    fn expanded_references_decide() {
+        let facts = Facts::with_config_maps([cm("db", &[("DB_SSLMODE", "verify-full")])]);
+        // `POSTGRESQL_SSLMODE=$(DB_SSLMODE)`, DB_SSLMODE from a ConfigMap: kept.
+        let mut c = container(
+            vec![EnvVar {
+                name: S.into(),
+                value: Some("$(DB_SSLMODE)".into()),
+                value_from: None,
+            }],
+            vec![from_cm("db", None)],
+        );
+        let before = c.clone();
+        assert_eq!(
+            ensure_sslmode(&mut c, S, None, &facts),
+            Sslmode::Kept("verify-full".into())
+        );
+        assert_eq!(c, before);
+        // The ConfigMap unseen: unknown, left alone.
+        let mut c = before.clone();
+        assert!(matches!(
+            ensure_sslmode(&mut c, S, None, &Facts::default()),
+            Sslmode::Unknown { .. }
+        ));
+        assert_eq!(c, before);
+        // `$$(DB_SSLMODE)` is the literal `$(DB_SSLMODE)`: weak, raised.
+        let mut c = container(vec![lit("$$(DB_SSLMODE)")], vec![from_cm("db", None)]);
+        assert!(matches!(
+            ensure_sslmode(&mut c, S, None, &facts),
+            Sslmode::Raised { .. }
+        ));
+        assert_eq!(sslmode_of(&c).as_deref(), Some("require"));
+    }
+
+    #[test]
+    fn optional_reference_to_nothing_hides_nothing() {
+        // envFrom says verify-full; an optional reference to a missing key is skipped.
+        let facts = Facts::with_config_maps([
+            cm("core", &[(S, "verify-full")]),
+            cm("other", &[("x", "y")]),
+        ]);
+        let optional = EnvVar {
+            name: S.into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: "other".into(),
+                    key: "missing".into(),
+                    optional: Some(true),
+                }),
+                ..Default::default()
+            }),
+        };
+        let mut c = container(vec![optional.clone()], vec![from_cm("core", None)]);
+        let before = c.clone();
+        assert_eq!(
+            ensure_sslmode(&mut c, S, None, &facts),
+            Sslmode::Kept("verify-full".into())
+        );
+        assert_eq!(c, before);
+        // ...nor an earlier entry's.
+        let mut c = container(vec![lit("verify-ca"), optional], vec![]);
+        assert_eq!(
+            ensure_sslmode(&mut c, S, None, &facts),
+            Sslmode::Kept("verify-ca".into())
+        );
+    }
+
+    #[test]
+    fn a_strong_entry_stays_when_a_later_one_is_raised() {
+        let mut c = container(
+            vec![
+                lit("verify-full"),
+                EnvVar {
+                    name: "PGSSLMODE".into(),
+                    value: Some("$(POSTGRESQL_SSLMODE)".into()),
+                    value_from: None,
+                },
+                lit("disable"),
+            ],
+            vec![],
+        );
+        ensure_sslmode(&mut c, S, None, &Facts::default());
+        let env = c.env.as_ref().unwrap();
+        assert_eq!(env[0], lit("verify-full"));
+        assert_eq!(env[2], lit("require"));
     }
 
     #[test]

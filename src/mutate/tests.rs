@@ -316,7 +316,8 @@ fn url_with_password_is_denied_without_echoing_it() {
         err,
         MutateError::PasswordInUrl {
             pod: "harbor/harbor-core-abc-*".into(),
-            container: "core".into()
+            container: "core".into(),
+            from: "a literal value".into(),
         }
     );
     assert!(!err.to_string().contains("hunter2"));
@@ -487,7 +488,7 @@ fn warnings_show_only_known_words() {
 }
 
 #[test]
-fn url_from_a_known_config_map_is_warned_about() {
+fn url_from_a_config_map_is_refused_when_known_and_warned_about_when_not() {
     use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapEnvSource};
     let mut c = mk_container("core", vec![], None);
     c.env_from = Some(vec![EnvFromSource {
@@ -512,17 +513,22 @@ fn url_from_a_known_config_map_is_warned_about() {
         ),
         ..Default::default()
     };
-    let m = mutate(&pod, &cfg(), &Facts::with_config_maps([cm])).unwrap();
+    // Shown by the facts, the password is known: refused, naming the ConfigMap, not the value.
+    let err = mutate(&pod, &cfg(), &Facts::with_config_maps([cm])).unwrap_err();
+    assert!(
+        matches!(&err, MutateError::PasswordInUrl { from, .. } if from == "ConfigMap harbor-core"),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("pw@"));
+    // Not shown: the ConfigMap may set it, a warning says so.
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
     assert!(
         m.warnings
             .iter()
-            .any(|w| w.contains("POSTGRESQL_URL comes from ConfigMap harbor-core")),
+            .any(|w| w.contains("POSTGRESQL_URL comes from ConfigMap harbor-core; make sure")),
         "{:?}",
         m.warnings
     );
-    assert!(m.warnings.iter().all(|w| !w.contains("pw@")));
-    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
-    assert!(m.warnings.iter().all(|w| !w.contains("POSTGRESQL_URL")));
 }
 
 // --- Identity (cluster-aware rules).
@@ -790,7 +796,7 @@ fn validate_refuses_static_secrets_even_when_opted_out() {
     let err = validate(&pod, &cfg()).unwrap_err();
     assert!(
         err.to_string()
-            .contains("container core may get POSTGRESQL_PASSWORD through envFrom"),
+            .contains("container core may get POSTGRESQL_PASSWORD from Secret harbor-core"),
         "{err}"
     );
     let mutated = mutate(

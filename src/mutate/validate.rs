@@ -4,9 +4,10 @@
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::env::{Origin, has_env_from_secret, is_blank, last_entry};
+use super::effective::{Env, Value, references};
 use super::{MutateConfig, Target, all_containers, pod_ref, url_has_password};
 use crate::consts::POSTGRESQL_URL;
+use crate::facts::Facts;
 
 /// Why a pod is refused, written for the person who created it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,40 +19,54 @@ pub struct Violation {
     pub problems: String,
 }
 
+/// Judged on the environment each container really gets ([`Env`]), with no facts: a value the
+/// webhook can't read counts as a password.
 pub fn validate(pod: &Pod, config: &MutateConfig) -> Result<(), Violation> {
     // Labels only: the opt-out annotation is deliberately not consulted.
     let component = match config.target(pod.metadata.labels.as_ref(), None) {
         Target::Mutate(c) => c,
         _ => return Ok(()),
     };
+    let facts = Facts::default();
+    let ns = pod.metadata.namespace.as_deref();
     let mut problems = Vec::new();
     for c in all_containers(pod) {
+        let env = Env::of(c, ns, &facts);
         for name in component.password_envs() {
-            let entries: Vec<_> = c.env.iter().flatten().filter(|e| e.name == *name).collect();
-            if let Some(e) = entries.iter().find(|e| !is_blank(e)) {
-                problems.push(format!(
-                    "container {} gets {name} from {}",
-                    c.name,
-                    Origin::of(e)
-                ));
-            } else if entries.is_empty() && has_env_from_secret(c) {
-                problems.push(format!(
-                    "container {} may get {name} through envFrom (no explicit empty {name})",
+            match env.get(name) {
+                Some(Value::Known { value, from }) if !value.is_empty() => {
+                    problems.push(format!("container {} gets {name} from {from}", c.name));
+                }
+                Some(Value::Unknown { from }) => problems.push(format!(
+                    "container {} may get {name} from {from} (no explicit empty {name})",
                     c.name
-                ));
+                )),
+                _ => {}
+            }
+            // A `$(NAME)` expanded where the password is still set copies it into another name.
+            for (i, e) in c.env.iter().flatten().enumerate() {
+                let refers = e.value.as_deref().is_some_and(|v| references(v, name));
+                let carried = env
+                    .before(i, name)
+                    .is_some_and(|v| v.known().is_none_or(|v| !v.is_empty()));
+                if refers && carried {
+                    problems.push(format!(
+                        "container {} copies {name} into {}",
+                        c.name, e.name
+                    ));
+                }
             }
         }
-        if component.uses_database() {
-            let literal = last_entry(c, POSTGRESQL_URL).filter(|e| e.value_from.is_none());
-            if literal
-                .and_then(|e| e.value.as_deref())
-                .is_some_and(url_has_password)
-            {
-                problems.push(format!(
-                    "container {} sets POSTGRESQL_URL with a password",
-                    c.name
-                ));
-            }
+        if component.uses_database()
+            && env
+                .get(POSTGRESQL_URL)
+                .and_then(|v| v.known().map(url_has_password))
+                .unwrap_or(false)
+        {
+            problems.push(format!(
+                "container {} gets a POSTGRESQL_URL with a password",
+                c.name
+            ));
         }
     }
     if problems.is_empty() {
