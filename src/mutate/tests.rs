@@ -838,3 +838,168 @@ fn validate_refuses_static_secrets_even_when_opted_out() {
     );
     assert_eq!(validate(&web, &cfg()), Ok(()));
 }
+
+// --- The environment the kubelet builds (issue: decide from the effective environment).
+
+fn from_config_map(name: &str) -> EnvFromSource {
+    EnvFromSource {
+        config_map_ref: Some(k8s_openapi::api::core::v1::ConfigMapEnvSource {
+            name: name.into(),
+            optional: None,
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn an_empty_component_label_is_no_label() {
+    let pod = mk_pod(
+        &[
+            ("app", "harbor"),
+            ("component", "core"),
+            ("app.kubernetes.io/component", ""),
+        ],
+        vec![mk_container("core", vec![], Some("harbor-core"))],
+    );
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert_eq!(m.outcome, Outcome::Applied(Component::Core));
+}
+
+#[test]
+fn strict_images_judge_only_the_charts_containers() {
+    let mut config = cfg();
+    config.strict_images = true;
+    let mut sidecar = mk_container("istio-proxy", vec![], None);
+    sidecar.image = Some("docker.io/istio/proxyv2:1.24.0".into());
+    let pod = core_pod(vec![
+        mk_container("core", vec![], Some("harbor-core")),
+        sidecar,
+    ]);
+    let m = mutate(&pod, &config, &Facts::default()).unwrap();
+    assert_eq!(m.outcome, Outcome::Applied(Component::Core));
+    assert!(
+        m.warnings.iter().all(|w| !w.contains("istio")),
+        "{:?}",
+        m.warnings
+    );
+    // The chart's own container still decides.
+    let mut core = mk_container("core", vec![], Some("harbor-core"));
+    core.image = Some("goharbor/harbor-core:v2.12.4".into());
+    let m = mutate(&core_pod(vec![core]), &config, &Facts::default()).unwrap();
+    assert_eq!(
+        m.outcome,
+        Outcome::Skipped(Skip::ImageNotIamCapable(Component::Core))
+    );
+}
+
+#[test]
+fn a_password_from_a_config_map_gets_the_explicit_blank() {
+    let mut c = mk_container("core", vec![], None);
+    c.env_from = Some(vec![from_config_map("harbor-core")]);
+    let m = mutate(&core_pod(vec![c]), &cfg(), &Facts::default()).unwrap();
+    let env = m.pod.spec.unwrap().containers[0].env.clone().unwrap();
+    for name in [
+        consts::POSTGRESQL_PASSWORD,
+        consts::HARBOR_DATABASE_PASSWORD,
+    ] {
+        assert!(
+            env.iter().any(|e| e.name == name && is_blank(e)),
+            "{name}: {env:?}"
+        );
+    }
+}
+
+#[test]
+fn a_blank_goes_before_the_url_that_copies_the_password() {
+    // The password arrives through envFrom; the URL, declared first, copies it.
+    let c = mk_container(
+        "core",
+        vec![lit(
+            "POSTGRESQL_URL",
+            "postgres://harbor:$(POSTGRESQL_PASSWORD)@db/registry?sslmode=require",
+        )],
+        Some("harbor-core"),
+    );
+    let m = mutate(&core_pod(vec![c]), &cfg(), &Facts::default()).unwrap();
+    let env = m.pod.spec.as_ref().unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert_eq!(env[0].name, consts::POSTGRESQL_PASSWORD);
+    assert!(is_blank(&env[0]));
+    assert_eq!(
+        env[1].name,
+        consts::POSTGRESQL_URL,
+        "the URL itself is untouched"
+    );
+    assert_eq!(validate(&m.pod, &cfg()), Ok(()));
+    // Idempotent: the blank already comes first.
+    let again = mutate(&m.pod, &cfg(), &Facts::default()).unwrap();
+    assert_eq!(again.pod, m.pod);
+}
+
+#[test]
+fn harbor_next_db_tls_dsn_is_admitted_once_its_password_is_blank() {
+    let c = mk_container(
+        "core",
+        vec![
+            secret(
+                "POSTGRESQL_PASSWORD",
+                "harbor-next-database",
+                "POSTGRESQL_PASSWORD",
+            ),
+            lit(
+                "POSTGRESQL_URL",
+                "host=db user=harbor password='$(POSTGRESQL_PASSWORD)' dbname=registry sslmode=verify-full",
+            ),
+        ],
+        None,
+    );
+    let pod = core_pod(vec![c]);
+    // Unmutated, the DSN copies a Secret's password: /validate refuses it.
+    assert!(validate(&pod, &cfg()).is_err());
+    let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
+    assert_eq!(validate(&m.pod, &cfg()), Ok(()));
+    // A literal password in the DSN is refused.
+    let c = mk_container(
+        "core",
+        vec![lit(
+            "POSTGRESQL_URL",
+            "host=db password='hunter2' sslmode=verify-full",
+        )],
+        None,
+    );
+    let err = mutate(&core_pod(vec![c]), &cfg(), &Facts::default()).unwrap_err();
+    assert!(!err.to_string().contains("hunter2"));
+}
+
+#[test]
+fn sslmode_through_a_reference_is_kept() {
+    let cm = k8s_openapi::api::core::v1::ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("db".into()),
+            namespace: Some("harbor".into()),
+            ..Default::default()
+        },
+        data: Some([("DB_SSLMODE".to_string(), "verify-full".to_string())].into()),
+        ..Default::default()
+    };
+    let mut c = mk_container(
+        "core",
+        vec![lit("POSTGRESQL_SSLMODE", "$(DB_SSLMODE)")],
+        None,
+    );
+    c.env_from = Some(vec![from_config_map("db")]);
+    let m = mutate(&core_pod(vec![c]), &cfg(), &Facts::with_config_maps([cm])).unwrap();
+    assert_eq!(
+        m.audit.get("sslmode").map(String::as_str),
+        Some("core=verify-full")
+    );
+    let env = &m.pod.spec.unwrap().containers[0].env.clone().unwrap();
+    let entries: Vec<_> = env
+        .iter()
+        .filter(|e| e.name == "POSTGRESQL_SSLMODE")
+        .collect();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].value.as_deref(), Some("$(DB_SSLMODE)"));
+}
