@@ -504,6 +504,85 @@ func (a *aware) specConfigMapFacts(t *testing.T) {
 		checkContainers(t, got, "containers", a.exp.Pods[coreFixture].Containers)
 	})
 
+	// The environment the kubelet builds decides, not one entry: a reference
+	// is expanded, an optional reference to nothing is skipped.
+	withEnv := func(t *testing.T, extra ...obj) []byte {
+		o := a.fixtureObj(t, coreFixture)
+		c := listOf(o["spec"].(obj)["containers"])[0]
+		env, _ := c["env"].([]any)
+		for _, e := range extra {
+			env = append(env, e)
+		}
+		c["env"] = env
+		return marshal(t, o)
+	}
+	t.Run("sslmode through $(DB_SSLMODE), which the ConfigMap sets to verify-full: kept as written", func(t *testing.T) {
+		got, warnings, err := a.dryRunCreate(t, nsVerifyFull, withEnv(t,
+			obj{"name": "DB_SSLMODE", "valueFrom": obj{"configMapKeyRef": obj{"name": "harbor-core", "key": "POSTGRESQL_SSLMODE"}}},
+			obj{"name": "POSTGRESQL_SSLMODE", "value": "$(DB_SSLMODE)"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := got.container("containers", "core")
+		es := c.entries("POSTGRESQL_SSLMODE")
+		if len(es) != 1 || es[0].Value == nil || *es[0].Value != "$(DB_SSLMODE)" {
+			t.Errorf("POSTGRESQL_SSLMODE entries %v, want the one $(DB_SSLMODE)", es)
+		}
+		if containsAny(warnings, "POSTGRESQL_SSLMODE") {
+			t.Errorf("warning about a known, strong sslmode: %q", warnings)
+		}
+	})
+	t.Run("sslmode through $(DB_SSLMODE), which the ConfigMap sets to disable: raised to require", func(t *testing.T) {
+		got, _, err := a.dryRunCreate(t, nsHarbor, withEnv(t,
+			obj{"name": "DB_SSLMODE", "valueFrom": obj{"configMapKeyRef": obj{"name": "harbor-core", "key": "POSTGRESQL_SSLMODE"}}},
+			obj{"name": "POSTGRESQL_SSLMODE", "value": "$(DB_SSLMODE)"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := got.container("containers", "core")
+		es := c.entries("POSTGRESQL_SSLMODE")
+		if len(es) != 1 || es[0].Value == nil || *es[0].Value != "require" {
+			t.Errorf("POSTGRESQL_SSLMODE entries %v, want one require", es)
+		}
+	})
+	t.Run("optional reference to a missing key does not hide the envFrom verify-full", func(t *testing.T) {
+		optional := obj{"name": "POSTGRESQL_SSLMODE", "valueFrom": obj{"configMapKeyRef": obj{"name": "harbor-core", "key": "MISSING", "optional": true}}}
+		got, warnings, err := a.dryRunCreate(t, nsVerifyFull, withEnv(t, optional))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := got.container("containers", "core")
+		es := c.entries("POSTGRESQL_SSLMODE")
+		if len(es) != 1 || es[0].ValueFrom == nil {
+			t.Errorf("POSTGRESQL_SSLMODE entries %v, want the optional reference untouched", es)
+		}
+		if containsAny(warnings, "POSTGRESQL_SSLMODE") {
+			t.Errorf("warning about a known, strong sslmode: %q", warnings)
+		}
+	})
+	t.Run("password through a ConfigMap-backed envFrom: both password names come back explicitly blank", func(t *testing.T) {
+		o := a.fixtureObj(t, coreFixture)
+		c := listOf(o["spec"].(obj)["containers"])[0]
+		var onlyConfigMaps []any
+		for _, src := range listOf(c["envFrom"]) {
+			if src["configMapRef"] != nil {
+				onlyConfigMaps = append(onlyConfigMaps, src)
+			}
+		}
+		c["envFrom"] = onlyConfigMaps
+		got, _, err := a.dryRunCreate(t, nsHarbor, marshal(t, o))
+		if err != nil {
+			t.Fatal(err)
+		}
+		core, _ := got.container("containers", "core")
+		for _, name := range []string{"POSTGRESQL_PASSWORD", "HARBOR_DATABASE_PASSWORD"} {
+			es := core.entries(name)
+			if len(es) != 1 || !es[0].blank() {
+				t.Errorf("%s entries %v, want one explicit blank", name, es)
+			}
+		}
+	})
+
 	// The fixture ConfigMap harbor-core (POSTGRESQL_SSLMODE: disable) is in
 	// nsHarbor: every fixture with withFacts must match its expectation with
 	// the withFacts part applied.
@@ -913,7 +992,7 @@ func (a *aware) specValidating(t *testing.T) {
 
 	t.Run("opted-out fixture that may read POSTGRESQL_PASSWORD through envFrom: denied", func(t *testing.T) {
 		_, _, err := a.dryRunCreate(t, nsHarbor, optedOut(false))
-		if err == nil || !strings.Contains(err.Error(), "container core may get POSTGRESQL_PASSWORD through envFrom") {
+		if err == nil || !strings.Contains(err.Error(), "container core may get POSTGRESQL_PASSWORD from Secret harbor-core") {
 			t.Fatalf("want the validating webhook's envFrom denial, got %v", err)
 		}
 	})
@@ -1009,7 +1088,7 @@ func (a *aware) specAudit(t *testing.T) {
 			t.Errorf("finding %+v, want %s/%s core with fix %q", f, nsAudit, name, fix)
 		}
 		joined := strings.Join(f.Problems, "\n")
-		for _, want := range []string{"not injected", "static secret", "may get POSTGRESQL_PASSWORD through envFrom"} {
+		for _, want := range []string{"not injected", "static secret", "may get POSTGRESQL_PASSWORD from Secret harbor-core"} {
 			if !strings.Contains(joined, want) {
 				t.Errorf("problems do not mention %q: %q", want, f.Problems)
 			}
