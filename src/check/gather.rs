@@ -165,10 +165,11 @@ pub async fn run(client: &Client, namespace: &str, now: i64) -> Report {
         mutating.as_deref().unwrap_or_default(),
         validating.as_deref().unwrap_or_default(),
     );
-    for res in [mutating.as_ref().err(), validating.as_ref().err()] {
-        if let Some(c) = res {
-            r.push(c.clone());
-        }
+    for c in [mutating.as_ref().err(), validating.as_ref().err()]
+        .into_iter()
+        .flatten()
+    {
+        r.push(c.clone());
     }
     let ours: Vec<&WebhookRef> = webhooks.iter().filter(|w| w.is_ours()).collect();
     let main = ours.iter().copied().find(|w| w.name == MUTATING_WEBHOOK);

@@ -235,13 +235,10 @@ pub fn learn(
             "set it in manifests/base/config.env (e.g. AWS_REGION=eu-west-1), then kubectl apply -k manifests/",
         )
     })?;
-    let tls_secret = match &args.tls_cert {
-        Some(path) => Some(
-            secret_behind(spec, c, &path.to_string_lossy())
-                .unwrap_or_else(|| ("harbor-iam-webhook-tls".into(), "tls.crt".into())),
-        ),
-        None => None,
-    };
+    let tls_secret = args.tls_cert.as_ref().map(|path| {
+        secret_behind(spec, c, &path.to_string_lossy())
+            .unwrap_or_else(|| ("harbor-iam-webhook-tls".into(), "tls.crt".into()))
+    });
     Ok(Learned { config, tls_secret })
 }
 
