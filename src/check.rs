@@ -159,7 +159,7 @@ pub fn api_failure(
         .unwrap_or_default();
     let ns_flag = namespace.map(|n| format!(" -n {n}")).unwrap_or_default();
     match err {
-        kube::Error::Api(s) if s.code == 403 => Check::fail(
+        kube::Error::Api(s) if is_rbac_denial(s) => Check::fail(
             name,
             format!("cannot check: no permission to {verb} {resource}{scope}"),
             format!(
@@ -180,6 +180,11 @@ pub fn api_failure(
             "",
         ),
     }
+}
+
+/// A 403 from RBAC (admission plugins answer 403 too, with their own reason).
+pub fn is_rbac_denial(s: &kube::core::Status) -> bool {
+    s.code == 403 && s.message.contains("User \"") && s.message.contains(" cannot ")
 }
 
 /// One webhook of ours or of someone else, from either kind of configuration.
@@ -689,6 +694,8 @@ pub fn judge_dry_run_error(w: &Workload, down_hint: &str, message: &str) -> Chec
         down_hint.to_owned()
     } else if message.contains(MUTATING_WEBHOOK) {
         "the webhook's message above says what to do".into()
+    } else if message.contains("error looking up service account") {
+        "create the ServiceAccount (see its check above)".into()
     } else {
         String::new()
     };

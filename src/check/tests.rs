@@ -641,7 +641,11 @@ fn report_text_and_json() {
 #[test]
 fn permission_errors_name_the_verb_and_resource() {
     let err = kube::Error::Api(Box::new(
-        kube::core::Status::failure("secrets is forbidden", "Forbidden").with_code(403),
+        kube::core::Status::failure(
+            r#"secrets "harbor-iam-webhook-tls" is forbidden: User "system:serviceaccount:hw:checker" cannot get resource "secrets" in API group "" in the namespace "hw""#,
+            "Forbidden",
+        )
+        .with_code(403),
     ));
     let c = api_failure("webhook certificate", "get", "secrets", Some("hw"), &err);
     assert_eq!(c.status, Status::Fail);
@@ -653,4 +657,19 @@ fn permission_errors_name_the_verb_and_resource() {
         c.hint,
         "grant get on secrets in namespace hw to the identity running check (kubectl auth can-i get secrets -n hw)"
     );
+    // Admission plugins answer 403 as well: that is not a missing permission.
+    let admission = kube::Error::Api(Box::new(
+        kube::core::Status::failure(
+            r#"pods "harbor-core-" is forbidden: error looking up service account harbor/harbor-sa: serviceaccount "harbor-sa" not found"#,
+            "Forbidden",
+        )
+        .with_code(403),
+    ));
+    let c = api_failure("dry run", "create", "pods", Some("harbor"), &admission);
+    assert!(
+        c.message.contains("error looking up service account"),
+        "{}",
+        c.message
+    );
+    assert!(!c.message.contains("no permission"));
 }

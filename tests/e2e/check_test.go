@@ -3,9 +3,12 @@ package e2e
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -494,12 +497,22 @@ func (k *checkEnv) specSecretPassword(t *testing.T) {
 	k.waitHealthy(t)
 }
 
+// The v1 API refuses sideEffects Unknown and Some; configurations created
+// through v1beta1 (before Kubernetes 1.22) may still carry them. Such an
+// object is written to etcd directly, as an older API server stored it.
 func (k *checkEnv) specSideEffects(t *testing.T) {
-	other := `{"apiVersion":"admissionregistration.k8s.io/v1","kind":"MutatingWebhookConfiguration","metadata":{"name":"zz-e2e-side-effects"},
+	const name = "zz-e2e-side-effects"
+	other := `{"apiVersion":"admissionregistration.k8s.io/v1","kind":"MutatingWebhookConfiguration",
+"metadata":{"name":"` + name + `","uid":"6f1c1b8e-0000-4000-8000-000000000001","creationTimestamp":"2021-06-01T00:00:00Z"},
 "webhooks":[{"name":"side-effects.e2e.example.com","admissionReviewVersions":["v1"],"sideEffects":"Unknown","failurePolicy":"Ignore",
-"clientConfig":{"url":"https://127.0.0.1:1/mutate"},"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"` + checkHarborNS + `"}},
-"rules":[{"apiGroups":[""],"apiVersions":["v1"],"operations":["CREATE"],"resources":["pods"]}]}]}`
-	k.c.mustKubectl(t, []byte(other), "create", "-f", "-")
+"matchPolicy":"Equivalent","timeoutSeconds":5,"reinvocationPolicy":"Never",
+"clientConfig":{"url":"https://127.0.0.1:1/mutate"},"objectSelector":{},
+"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"` + checkHarborNS + `"}},
+"rules":[{"apiGroups":[""],"apiVersions":["v1"],"operations":["CREATE"],"resources":["pods"],"scope":"*"}]}]}`
+	k.etcdPut(t, "/registry/mutatingwebhookconfigurations/"+name, []byte(other))
+	if se := k.c.mustKubectl(t, nil, "get", "mutatingwebhookconfiguration", name, "-o", "jsonpath={.webhooks[0].sideEffects}"); se != "Unknown" {
+		t.Fatalf("the API server reads sideEffects %q from the stored object, want Unknown", se)
+	}
 	out, code := k.waitOutput(t, "dry runs refused for side effects", func(out string, _ int) bool {
 		return strings.Contains(out, "does not support dry run")
 	})
@@ -507,11 +520,40 @@ func (k *checkEnv) specSideEffects(t *testing.T) {
 	if code != 0 {
 		t.Errorf("exit %d, want 0 (warnings only)", code)
 	}
-	wantLine(t, out, "⚠ admission webhook side-effects.e2e.example.com: MutatingWebhookConfiguration zz-e2e-side-effects has sideEffects Unknown",
-		"ask its owner to declare sideEffects None or NoneOnDryRun (kubectl get mutatingwebhookconfiguration zz-e2e-side-effects -o yaml)")
+	wantLine(t, out, "⚠ admission webhook side-effects.e2e.example.com: MutatingWebhookConfiguration "+name+" has sideEffects Unknown",
+		"ask its owner to declare sideEffects None or NoneOnDryRun (kubectl get mutatingwebhookconfiguration "+name+" -o yaml)")
 	wantLine(t, out, "⚠ dry run deployment/harbor-core: not proven: admission webhook side-effects.e2e.example.com does not support dry run", "")
-	k.c.mustKubectl(t, nil, "delete", "mutatingwebhookconfiguration", "zz-e2e-side-effects")
+	k.c.mustKubectl(t, nil, "delete", "mutatingwebhookconfiguration", name)
 	k.waitHealthy(t)
+}
+
+// etcdPut writes a raw object into etcd: one gRPC call KV/Put over
+// cleartext HTTP/2, its PutRequest (key = 1, value = 2) encoded by hand.
+func (k *checkEnv) etcdPut(t *testing.T, key string, value []byte) {
+	t.Helper()
+	field := func(b []byte, tag byte, v []byte) []byte {
+		return append(binary.AppendUvarint(append(b, tag), uint64(len(v))), v...)
+	}
+	msg := field(field(nil, 0x0a, []byte(key)), 0x12, value)
+	frame := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg)))
+	tr := &http.Transport{Proxy: nil, Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: tr}
+	req, err := http.NewRequest(http.MethodPost, k.c.etcd+"/etcdserverpb.KV/Put", bytes.NewReader(append(frame, msg...)))
+	must(t, err)
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("TE", "trailers")
+	resp, err := client.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(resp.Body)
+	status := resp.Trailer.Get("Grpc-Status")
+	if status == "" {
+		status = resp.Header.Get("Grpc-Status")
+	}
+	if resp.StatusCode != http.StatusOK || status != "0" {
+		t.Fatalf("etcd put %s: HTTP %d, grpc-status %q %s: %q", key, resp.StatusCode, status, resp.Trailer.Get("Grpc-Message"), answer)
+	}
 }
 
 func (k *checkEnv) specExpiring(t *testing.T) {

@@ -30,6 +30,7 @@ type cluster struct {
 	server     string
 	caPEM      []byte
 	token      string
+	etcd       string // etcd's client URL
 }
 
 const adminToken = "e2e-admin-token"
@@ -65,6 +66,7 @@ func startCluster(t *testing.T, dir string, extra ...string) *cluster {
 		kubeconfig: filepath.Join(dir, "kubeconfig"),
 		caPEM:      pemBytes("CERTIFICATE", ca.Raw),
 		token:      adminToken,
+		etcd:       etcdURL,
 	}
 	must(t, os.MkdirAll(c.home, 0o700))
 
