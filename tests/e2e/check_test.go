@@ -169,10 +169,11 @@ func (k *checkEnv) genCerts(t *testing.T, out string, apply bool, extra ...strin
 func (k *checkEnv) startWebhook(t *testing.T) {
 	t.Helper()
 	addr := net.JoinHostPort(k.hostIP, itoa(k.port))
-	k.hook = startProc(t, k.dir, "check-webhook", nil, []string{"HARBOR_IAM_WEBHOOK_LOG_FORMAT=text"}, mustEnv(t, "E2E_WEBHOOK_BIN"),
+	env := []string{"HARBOR_IAM_WEBHOOK_LOG_FORMAT=text", "KUBECONFIG=" + k.c.kubeconfig, "HOME=" + k.c.home}
+	k.hook = startProc(t, k.dir, "check-webhook", nil, env, mustEnv(t, "E2E_WEBHOOK_BIN"),
 		"serve", "--listen", addr,
 		"--tls-cert", filepath.Join(k.certs, "tls.crt"), "--tls-key", filepath.Join(k.certs, "tls.key"),
-		"--aws-region", "eu-west-1", "--cluster-facts", "off", "--metrics-listen", "off",
+		"--aws-region", "eu-west-1", "--cluster-facts", "on", "--metrics-listen", "off",
 		"--drain-delay-seconds", "0", "--tls-reload-interval-seconds", "1")
 	ca, err := os.ReadFile(filepath.Join(k.certs, "ca.crt"))
 	must(t, err)
