@@ -690,7 +690,10 @@ pub fn judge_dry_run_error(w: &Workload, down_hint: &str, message: &str) -> Chec
             "ask its owner to declare sideEffects None or NoneOnDryRun",
         );
     }
-    let hint = if message.contains(&format!("failed calling webhook \"{MUTATING_WEBHOOK}\"")) {
+    let calling = message.contains(&format!("failed calling webhook \"{MUTATING_WEBHOOK}\""));
+    let hint = if calling && (message.contains("x509:") || message.contains("tls:")) {
+        "the API server does not trust the webhook's certificate: see the webhook certificate check above".into()
+    } else if calling {
         down_hint.to_owned()
     } else if message.contains(MUTATING_WEBHOOK) {
         "the webhook's message above says what to do".into()

@@ -591,7 +591,11 @@ func (k *checkEnv) specWrongCABundle(t *testing.T) {
 		t.Errorf("exit %d, want 1", code)
 	}
 	wantLine(t, out, "✘ webhook certificate: the caBundle does not verify the serving certificate in the TLS Secret", "certs/gen-certs.sh --apply")
-	wantLine(t, out, `✘ dry run deployment/harbor-core: refused: Internal error occurred: failed calling webhook "mutate.harbor-iam-webhook.io"`, "")
+	wantLine(t, out, `✘ dry run deployment/harbor-core: refused: Internal error occurred: failed calling webhook "mutate.harbor-iam-webhook.io"`,
+		"the API server does not trust the webhook's certificate: see the webhook certificate check above")
+	if !strings.Contains(out, "x509: certificate signed by unknown authority") {
+		t.Errorf("the API server's TLS error is not shown:\n%s", out)
+	}
 	k.genCerts(t, k.certs, true) // --apply puts the right caBundle back
 	k.waitHealthy(t)
 }
