@@ -658,6 +658,13 @@ func (k *checkEnv) specUnreachable(t *testing.T) {
 	if code != 2 {
 		t.Errorf("-o yaml: exit %d, want 2:\n%s", code, out)
 	}
+	out, code = k.check(t, k.c.kubeconfig, "--context", "no-such-context")
+	if code != 2 || !strings.Contains(out, "no-such-context") {
+		t.Errorf("unknown --context: exit %d, want 2 naming it:\n%s", code, out)
+	}
+	if out, code = k.check(t, k.c.kubeconfig, "--context", "e2e"); code != 0 {
+		t.Errorf("--context e2e (the kubeconfig's context): exit %d, want 0:\n%s", code, out)
+	}
 }
 
 func (k *checkEnv) specWebhookDown(t *testing.T) {
