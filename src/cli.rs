@@ -257,3 +257,30 @@ pub async fn audit(
     }
     Ok(findings.is_empty())
 }
+
+/// Run `check`: the report to `out`; `Ok(true)` when no check failed. `Err` when it could not
+/// run at all (no client, API server unreachable).
+pub async fn check(
+    args: &crate::config::CheckArgs,
+    out: &mut impl std::io::Write,
+) -> Result<bool, CliError> {
+    let client = crate::check::gather::client(args.kubeconfig.as_deref(), args.context.as_deref())
+        .await
+        .map_err(CliError::Cluster)?;
+    client
+        .apiserver_version()
+        .await
+        .map_err(|e| CliError::Cluster(format!("the API server does not answer: {e}")))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let report = crate::check::gather::run(&client, &args.namespace, now).await;
+    let text = match args.output {
+        crate::config::AuditOutput::Json => format!("{}\n", report.json()),
+        crate::config::AuditOutput::Text => report.text(),
+    };
+    out.write_all(text.as_bytes())
+        .map_err(|e| CliError::Write(e.to_string()))?;
+    Ok(!report.failed())
+}

@@ -32,6 +32,26 @@ pub enum Command {
     /// List Harbor DB pods in opted-in namespaces that were not injected or still carry a
     /// static secret (exit 1 when there are any).
     Audit(AuditArgs),
+    /// Check an install end to end: webhook configuration, endpoints, certificate, namespace,
+    /// ServiceAccount, a server-side dry run of every Harbor workload, pods, Secrets
+    /// (read-only; exit 1 when a check fails, 2 when it could not run).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Harbor's namespace.
+    #[arg(short = 'n', long = "namespace", default_value = "harbor")]
+    pub namespace: String,
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long, value_name = "CONTEXT")]
+    pub context: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = AuditOutput::Text)]
+    pub output: AuditOutput,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod audit;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod consts;

@@ -45,6 +45,26 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Check(args) => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(err) => {
+                    eprintln!("error: cannot start the async runtime: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            match runtime.block_on(cli::check(&args, &mut std::io::stdout().lock())) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Mutate(args) => match cli::run(&args, &mut std::io::stdout().lock()) {
             Ok(cli::Finished::Printed) => ExitCode::SUCCESS,
             Ok(cli::Finished::Denied(message)) => {

@@ -30,13 +30,15 @@ type cluster struct {
 	server     string
 	caPEM      []byte
 	token      string
+	etcd       string // etcd's client URL
 }
 
 const adminToken = "e2e-admin-token"
 
 // startCluster starts etcd and kube-apiserver with the default admission
-// plugins and waits for /readyz. Everything is stopped by t.Cleanup.
-func startCluster(t *testing.T, dir string) *cluster {
+// plugins (and the extra kube-apiserver flags given) and waits for /readyz.
+// Everything is stopped by t.Cleanup.
+func startCluster(t *testing.T, dir string, extra ...string) *cluster {
 	t.Helper()
 	etcdURL := startEtcd(t, dir)
 
@@ -64,6 +66,7 @@ func startCluster(t *testing.T, dir string) *cluster {
 		kubeconfig: filepath.Join(dir, "kubeconfig"),
 		caPEM:      pemBytes("CERTIFICATE", ca.Raw),
 		token:      adminToken,
+		etcd:       etcdURL,
 	}
 	must(t, os.MkdirAll(c.home, 0o700))
 
@@ -71,26 +74,26 @@ func startCluster(t *testing.T, dir string) *cluster {
 	for attempt := 1; ; attempt++ {
 		port := freePort(t)
 		c.server = "https://127.0.0.1:" + itoa(port)
-		p = startProc(t, dir, fmt.Sprintf("kube-apiserver-%d", attempt), nil, nil, mustEnv(t, "E2E_KUBE_APISERVER"),
-			"--etcd-servers="+etcdURL,
+		p = startProc(t, dir, fmt.Sprintf("kube-apiserver-%d", attempt), nil, nil, mustEnv(t, "E2E_KUBE_APISERVER"), append([]string{
+			"--etcd-servers=" + etcdURL,
 			"--bind-address=127.0.0.1",
 			"--advertise-address=127.0.0.1",
-			"--secure-port="+itoa(port),
-			"--cert-dir="+filepath.Join(pki, "generated"),
-			"--tls-cert-file="+filepath.Join(pki, "serving.crt"),
-			"--tls-private-key-file="+filepath.Join(pki, "serving.key"),
-			"--token-auth-file="+filepath.Join(pki, "tokens.csv"),
+			"--secure-port=" + itoa(port),
+			"--cert-dir=" + filepath.Join(pki, "generated"),
+			"--tls-cert-file=" + filepath.Join(pki, "serving.crt"),
+			"--tls-private-key-file=" + filepath.Join(pki, "serving.key"),
+			"--token-auth-file=" + filepath.Join(pki, "tokens.csv"),
 			"--authorization-mode=RBAC",
 			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-			"--service-account-key-file="+filepath.Join(pki, "sa.pub"),
-			"--service-account-signing-key-file="+filepath.Join(pki, "sa.key"),
+			"--service-account-key-file=" + filepath.Join(pki, "sa.pub"),
+			"--service-account-signing-key-file=" + filepath.Join(pki, "sa.key"),
 			"--service-cluster-ip-range=10.96.0.0/16",
 			// No kubelet or controller-manager: nothing should try to reach a node,
 			// and the "kubernetes" endpoints would point at loopback (invalid).
 			"--endpoint-reconciler-type=none",
 			"--profiling=false",
 			"--v=1",
-		)
+		}, extra...)...)
 		err := waitReady(p, c.server+"/readyz", c.caPEM, c.token, 3*time.Minute)
 		if err == nil {
 			break
