@@ -65,7 +65,7 @@ const (
 	eksNoRole  = "Pod was not mutated. Reason: Service account did not have the right annotations"
 )
 
-// eksVerdicts counts each verdict in the EKS webhook's log.
+// verdicts counts each verdict in the EKS webhook's log.
 func (e *eksWebhook) verdicts() map[string]int {
 	data, _ := os.ReadFile(e.proc.log)
 	n := map[string]int{}
@@ -79,7 +79,7 @@ func (e *eksWebhook) verdicts() map[string]int {
 	return n
 }
 
-func total(m map[string]int) int {
+func eksVerdictTotal(m map[string]int) int {
 	n := 0
 	for _, v := range m {
 		n += v
@@ -121,7 +121,7 @@ func (a *aware) specEKSWebhookOrdering(t *testing.T) {
 	// The same ConfigMaps as in harbor, so that our DB changes are the fixture's withFacts expectation in both.
 	cms, _ := filepath.Glob(filepath.Join(a.fixtures, "configmaps", "*.yaml"))
 	for _, f := range cms {
-		items = append(items, withNamespaceObj(t, readYAMLObject(t, f), nsEKS))
+		items = append(items, eksNamespacedObj(t, readYAMLObject(t, f), nsEKS))
 	}
 	if !strings.Contains(a.rbacHow, "itself") {
 		items = append(items, a.roleBinding(nsEKS))
@@ -262,9 +262,9 @@ func (a *aware) specEKSWebhookOrdering(t *testing.T) {
 						t.Errorf("our webhook was called %d times for the pod, want %d", n, want.reviews)
 					}
 					// Called once (never reinvoked), with the verdict the table says.
-					waitFor(t, 10*time.Second, "the EKS webhook to log its verdict", func() bool { return total(eks.verdicts()) > total(eksBefore) })
+					waitFor(t, 10*time.Second, "the EKS webhook to log its verdict", func() bool { return eksVerdictTotal(eks.verdicts()) > eksVerdictTotal(eksBefore) })
 					after := eks.verdicts()
-					if total(after)-total(eksBefore) != 1 || after[want.eks] != eksBefore[want.eks]+1 {
+					if eksVerdictTotal(after)-eksVerdictTotal(eksBefore) != 1 || after[want.eks] != eksBefore[want.eks]+1 {
 						t.Errorf("the EKS webhook's verdicts went from %v to %v, want one more %q", eksBefore, after, want.eks)
 					}
 				})
@@ -362,7 +362,7 @@ func withoutWebIdentity(o obj) obj {
 	return c
 }
 
-func withNamespaceObj(t *testing.T, objJSON []byte, ns string) obj {
+func eksNamespacedObj(t *testing.T, objJSON []byte, ns string) obj {
 	t.Helper()
 	var o obj
 	must(t, json.Unmarshal(withNamespace(t, objJSON, ns), &o))
