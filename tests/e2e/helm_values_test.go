@@ -135,7 +135,7 @@ var schemaCases = []schemaCase{
 	{[]string{"--set", "harbor.serviceAcount=harbor-sa"}, "additional properties 'serviceAcount' not allowed"},
 	{[]string{"--set", "replicaCount=two"}, "got string, want integer"},
 	{[]string{"--set", "webhook.failurePolicy=Failure"}, "value must be one of 'Fail', 'Ignore'"},
-	{[]string{"--set", "server.listen=0.0.0.0:9443"}, "does not match pattern"},
+	{[]string{"--set", "server.listen=0.0.0.0"}, "does not match pattern"},
 	{[]string{"--set", "server.clusterFacts=false"}, "got boolean, want null or string"},
 	{[]string{"--set", "awsRegion=EU-WEST-1"}, "does not match pattern"},
 	{[]string{"--set", "harbor.componentServiceAccounts.registry=sa"}, "additional properties 'registry' not allowed"},
@@ -250,6 +250,8 @@ func checkEveryValue(t *testing.T, objs []obj, v obj) {
 	eq("imagePullSecrets", ps["imagePullSecrets"], val("imagePullSecrets"))
 	eq("args (server.logFormat, auditMetric)", c["args"], []any{"serve", "--tls-cert", "/etc/harbor-iam-webhook/tls/tls.crt",
 		"--tls-key", "/etc/harbor-iam-webhook/tls/tls.key", "--log-format", "text", "--audit-interval-seconds=600"})
+	eq("container ports (server.listen, server.metricsListen)", c["ports"], []any{
+		obj{"name": "https", "containerPort": 8443, "protocol": "TCP"}, obj{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}})
 	eq("resources", c["resources"], val("resources"))
 	eq("securityContext", c["securityContext"], val("securityContext"))
 	eq("podSecurityContext", ps["securityContext"], val("podSecurityContext"))
