@@ -205,6 +205,10 @@ func (e *env) admittedBy(t *testing.T, w *webhook) {
 	}
 }
 
+// trustWindow: how long, after a re-issue, the webhook still serving the
+// replaced certificate must keep being called.
+const trustWindow = 3 * time.Second
+
 func (e *env) specHelmInstall(t *testing.T, h *helmTool) {
 	const ns, release, full = "hiw-helm", "hiw", "hiw-harbor-iam-webhook"
 	chart := chartDir(e.repo)
@@ -286,29 +290,79 @@ func (e *env) specHelmInstall(t *testing.T, h *helmTool) {
 	})
 
 	t.Run("helm upgrade re-issues the certificate when due or when its names change", func(t *testing.T) {
-		for _, c := range []struct{ why, set string }{
-			{"within tls.renewBeforeDays of expiry", "tls.renewBeforeDays=4000"},
-			{"names changed", "tls.extraDNSNames={webhook.example.com}"},
-		} {
-			before := e.getSecret(t, ns, secretName)
-			h.must(t, "upgrade", release, chart, "--namespace", ns, "--reuse-values", "--set", c.set)
-			after := e.getSecret(t, ns, secretName)
-			if string(after["ca.crt"]) == string(before["ca.crt"]) || string(after["tls.key"]) == string(before["tls.key"]) {
-				t.Errorf("%s: the certificate was not re-issued", c.why)
+		upgrade := func(set string) (before, after map[string][]byte) {
+			t.Helper()
+			before = e.getSecret(t, ns, secretName)
+			h.must(t, "upgrade", release, chart, "--namespace", ns, "--reuse-values", "--set", set)
+			return before, e.getSecret(t, ns, secretName)
+		}
+		bundleIs := func(what string, want ...[]byte) {
+			t.Helper()
+			var pems []string
+			for _, p := range want {
+				pems = append(pems, strings.TrimSpace(string(p)))
 			}
-			if b := e.caBundles(t, full); len(b) != 2 || b[0] != string(after["ca.crt"]) || b[1] != b[0] {
-				t.Errorf("%s: the caBundles are not the new Secret's ca.crt", c.why)
+			for _, b := range e.caBundles(t, full) {
+				if strings.TrimSpace(b) != strings.Join(pems, "\n") {
+					t.Errorf("%s: a caBundle is not the %d expected CA certificate(s)", what, len(want))
+				}
 			}
 		}
-		if out := h.must(t, "history", release, "--namespace", ns, "-o", "json"); strings.Count(out, `"revision"`) != 4 {
-			t.Errorf("helm history: want 4 revisions:\n%s", out)
+		reissued := func(what string, before, after map[string][]byte) {
+			t.Helper()
+			if string(after["ca.crt"]) == string(before["ca.crt"]) || string(after["tls.key"]) == string(before["tls.key"]) {
+				t.Fatalf("%s: the certificate was not re-issued", what)
+			}
+			// The replaced CA stays trusted until the next upgrade, so the
+			// webhook, still serving the replaced certificate, keeps being
+			// called (for longer than the API server takes to switch to a
+			// changed configuration, measured below).
+			bundleIs(what, after["ca.crt"], before["ca.crt"])
+			// (failurePolicy Fail: a call the API server cannot verify fails the create.)
+			f := e.mutatedFixtures()[0]
+			n := w.reviews()
+			for start := time.Now(); time.Since(start) < trustWindow; time.Sleep(200 * time.Millisecond) {
+				if p, _, err := e.dryRunCreateFile(t, f); err != nil || p.Metadata.Annotations[statusAnnotation] != "injected" {
+					t.Fatalf("%s: %s after the upgrade, the webhook serving the replaced certificate failed: %v", what, time.Since(start).Round(time.Millisecond), err)
+				}
+			}
+			waitFor(t, 10*time.Second, "the webhook logging those reviews", func() bool { return w.reviews() > n })
+		}
+
+		before, after := upgrade("tls.renewBeforeDays=4000")
+		reissued("within tls.renewBeforeDays of expiry", before, after)
+
+		// The next upgrade keeps the new pair and drops the replaced CA.
+		before, after = upgrade("tls.renewBeforeDays=30")
+		if secretDigest(after) != secretDigest(before) {
+			t.Error("an upgrade with nothing due re-issued the certificate")
+		}
+		bundleIs("the upgrade after a re-issue", after["ca.crt"])
+		// Without the replaced CA the webhook still serving the replaced
+		// certificate is refused: how long the API server took to switch
+		// bounds the window checked above.
+		start := time.Now()
+		waitFor(t, 60*time.Second, "the API server refusing the replaced certificate", func() bool {
+			_, _, err := e.dryRunCreateFile(t, e.mutatedFixtures()[0])
+			return err != nil && strings.Contains(err.Error(), "x509")
+		})
+		if took := time.Since(start); took > trustWindow {
+			t.Errorf("the API server took %s to use the changed caBundle, longer than the %s the replaced CA was checked for", took.Round(time.Millisecond), trustWindow)
+		} else {
+			t.Logf("the API server used the changed caBundle after %s (the replaced CA was checked for %s)", took.Round(time.Millisecond), trustWindow)
+		}
+		// The webhook, restarted with the new Secret as its pods would be, is
+		// trusted (this process lives until the end of this subtest).
+		w.proc.stop(t)
+		w = e.releaseWebhook(t, ns, full, listen, "helm-webhook-renewed")
+		e.admittedBy(t, w)
+
+		before, after = upgrade("tls.extraDNSNames={webhook.example.com}")
+		reissued("names changed", before, after)
+		if out := h.must(t, "history", release, "--namespace", ns, "-o", "json"); strings.Count(out, `"revision"`) != 5 {
+			t.Errorf("helm history: want 5 revisions:\n%s", out)
 		}
 	})
-
-	// The new pair works: the webhook restarted with the new Secret is trusted.
-	w.proc.stop(t)
-	w = e.releaseWebhook(t, ns, full, listen, "helm-webhook-renewed")
-	e.admittedBy(t, w)
 
 	t.Run("helm uninstall removes the configurations: pods no longer need the release's webhook", func(t *testing.T) {
 		h.must(t, "uninstall", release, "--namespace", ns, "--wait=false")
