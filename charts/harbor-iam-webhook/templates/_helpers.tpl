@@ -36,17 +36,23 @@ manifests/ gives it.
 {{- toYaml (concat $names .Values.tls.extraDNSNames) }}
 {{- end }}
 
-{{/* Labels of every object: the two manifests/ sets, plus Helm's own. */}}
+{{/* Labels of every object: the two manifests/ sets, Helm's own, then commonLabels (which cannot replace those). */}}
 {{- define "harbor-iam-webhook.labels" -}}
-app.kubernetes.io/name: {{ include "harbor-iam-webhook.name" . }}
-app.kubernetes.io/part-of: harbor-iam-webhook
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{- with .Values.commonLabels }}
-{{ toYaml . }}
+{{- $labels := dict
+  "app.kubernetes.io/name" (include "harbor-iam-webhook.name" .)
+  "app.kubernetes.io/part-of" "harbor-iam-webhook"
+  "app.kubernetes.io/instance" .Release.Name
+  "app.kubernetes.io/managed-by" .Release.Service
+  "app.kubernetes.io/version" .Chart.AppVersion
+  "helm.sh/chart" (printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-") }}
+{{- toYaml (merge $labels .Values.commonLabels) }}
 {{- end }}
+
+{{/* Labels of the pods: the selector's, part-of, then commonLabels and podLabels (which cannot replace those). */}}
+{{- define "harbor-iam-webhook.podLabels" -}}
+{{- $labels := include "harbor-iam-webhook.selectorLabels" . | fromYaml }}
+{{- $_ := set $labels "app.kubernetes.io/part-of" "harbor-iam-webhook" }}
+{{- toYaml (merge $labels .Values.commonLabels .Values.podLabels) }}
 {{- end }}
 
 {{/* The Deployment's selector (immutable: the same as manifests/). */}}
