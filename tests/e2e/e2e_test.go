@@ -70,6 +70,9 @@ func TestWebhookAgainstAPIServer(t *testing.T) {
 	// Last: these stop the webhook.
 	t.Run("webhook down with failurePolicy Fail rejects and creates nothing", e.specWebhookDown)
 	t.Run("webhook down with the failure-policy-ignore component admits pods unchanged", e.specWebhookDownIgnore)
+	// The Helm chart, with a webhook process of its own (the suite's is down now).
+	t.Run("helm chart", e.specHelmChart)
+	t.Run("helm chart takes over a kustomize install", e.specHelmMigration)
 	// Very last: real install, restart and uninstall replace the configuration above.
 	t.Run("install journey: apply, certificates, restart, uninstall", e.specInstallJourney)
 }

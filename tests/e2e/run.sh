@@ -123,6 +123,32 @@ else
 	log "$E2E_POD_IDENTITY_WEBHOOK_UNAVAILABLE"
 	log "amazon-eks-pod-identity-webhook unavailable; its ordering spec will $([[ ${E2E_ALLOW_SKIP_EKS_WEBHOOK:-} == 1 ]] && echo "be skipped (E2E_ALLOW_SKIP_EKS_WEBHOOK=1)" || echo FAIL)"
 fi
+# helm (tools/helm) for the chart specs (helm_test.go and friends), cached
+# like the others; and cert-manager's CRDs (deploy/crds/ of its Go module,
+# tools/cert-manager), downloaded and verified against go.sum, then copied
+# into the cache so the chart's cert-manager objects meet the real schema.
+helm_mod=$here/tools/helm
+helm_ver=$(sed -n 's|^require helm.sh/helm/v4 \(v[^ ]*\)$|\1|p' "$helm_mod/go.mod")
+[[ -n $helm_ver ]] || { log "cannot read the helm.sh/helm/v4 version from $helm_mod/go.mod"; exit 2; }
+hv=helm.sh/helm/v4/internal/version
+helm_dir=$(build "$helm_mod" "helm-$helm_ver" "-s -w -X $hv.version=$helm_ver -X $hv.gitTreeState=clean" helm.sh/helm/v4/cmd/helm)
+cm_mod=$here/tools/cert-manager
+cm_pkg=github.com/cert-manager/cert-manager
+cm_ver=$(sed -n "s|^require $cm_pkg \(v[^ ]*\)\$|\1|p" "$cm_mod/go.mod")
+cm_crds=$(cache_dir "$cm_mod" "cert-manager-crds-$cm_ver")
+if [[ -f $cm_crds/.complete ]]; then
+	touch "$cm_crds/.complete"
+	log "cert-manager CRDs: reusing $cm_crds"
+else
+	log "cert-manager CRDs: go mod download $cm_pkg@$cm_ver"
+	cm_src=$( (cd "$cm_mod" && go mod download -json "$cm_pkg" || true) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+	[[ -d $cm_src/deploy/crds ]] || { log "cert-manager CRDs: no deploy/crds in $cm_pkg@$cm_ver (${cm_src:-download failed})"; exit 1; }
+	mkdir -p "$cache_root"
+	tmp=$(mktemp -d "$cache_root/.build-cert-manager-crds.XXXXXX")
+	cp "$cm_src"/deploy/crds/*.yaml "$tmp/" && chmod 644 "$tmp"/*.yaml && chmod 755 "$tmp" && touch "$tmp/.complete"
+	[[ -d $cm_crds && ! -f $cm_crds/.complete ]] && rm -rf "$cm_crds"
+	mv -T "$tmp" "$cm_crds" 2>/dev/null || rm -rf "$tmp"
+fi
 log "tools ready"
 (( build_only )) && exit 0
 
@@ -165,6 +191,8 @@ for v in $versions; do
 		E2E_WEBHOOK_BIN="$webhook_bin" \
 		E2E_REPO_ROOT="$repo" \
 		E2E_PIDFILE="$pidfile" \
+		E2E_HELM="$helm_dir/helm" \
+		E2E_CERT_MANAGER_CRDS="$cm_crds" \
 		go test -trimpath -count=1 -timeout 20m ${E2E_GO_TEST_FLAGS:--v} .); then
 		summary+=("Kubernetes ${kube_full[$v]}: PASS ($(( SECONDS - t0 ))s)")
 	else
