@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use harbor_iam_webhook::server::ServeOptions;
+use harbor_iam_webhook::config::ServeOptions;
 use harbor_iam_webhook::tls;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Bytes, Incoming};

@@ -5,7 +5,7 @@
 //! - `evaluate/<fixture>`: parse + `mutate::edit` + patch for each `tests/fixtures/pods/*.yaml`
 //!   (`admission::evaluate` on the pod's JSON), plus a non-Harbor pod of the core pod's size;
 //! - `mutate/core`: `mutate::mutate` alone on the typed Harbor core pod;
-//! - `review/<body>`: `admission::review(bytes)` then `ReviewOut::to_json`, the server's
+//! - `review/<body>`: `admission::review(bytes)` then `serde_json::to_vec`, the server's
 //!   request-bytes → response-bytes work.
 //!
 //! To measure with the image's malloc tuning (the Dockerfile's `GLIBC_TUNABLES`), see
@@ -49,7 +49,8 @@ fn benches(c: &mut Criterion) {
         ("non-harbor", support::non_harbor_pod()),
     ] {
         let body = support::review_body(&pod);
-        let (_, summary) = admission::review(&body, &config, &facts).expect("a valid review");
+        let (_, summary) = admission::review(&body, admission::Endpoint::Mutate, &config, &facts)
+            .expect("a valid review");
         let expected = if name == "core" {
             Decision::Mutated
         } else {
@@ -58,9 +59,14 @@ fn benches(c: &mut Criterion) {
         assert_eq!(summary.decision, Some(expected), "{name}");
         group.bench_function(name, |b| {
             b.iter(|| {
-                let (out, summary) =
-                    admission::review(black_box(&body), &config, &facts).expect("a valid review");
-                (out.to_json().expect("serialises"), summary)
+                let (out, summary) = admission::review(
+                    black_box(&body),
+                    admission::Endpoint::Mutate,
+                    &config,
+                    &facts,
+                )
+                .expect("a valid review");
+                (serde_json::to_vec(&out).expect("serialises"), summary)
             })
         });
     }

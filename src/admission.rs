@@ -1,24 +1,27 @@
-//! AdmissionReview in, AdmissionReview out. No HTTP here: the server and the CLI both call
-//! [`review`] / [`evaluate`], so the CLI previews exactly what the server answers.
+//! AdmissionReview in, AdmissionReview out, on one path for `/mutate`, `/validate` and the
+//! `mutate` CLI: read the envelope once; leave alone what is not a pod CREATE; decide from the
+//! raw labels first (a non-Harbor or unreadable pod is never refused because of our parse);
+//! parse the typed `Pod` once; run the engine (after the caller has looked up the facts it
+//! [`Needs`]); build the patch; and build every answer (allowed, patched, denied, invalid) in
+//! [`answer`] from the request. No HTTP here.
 
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::Pod;
-use serde::{Deserialize, Serialize, de};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::facts::Facts;
+use crate::facts::{Facts, Needs};
 use crate::mutate::{self, Component, MutateConfig, Outcome, Skip, Target};
 
 mod diff;
-mod json;
-mod projection;
-mod single;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
 const WARNING_PREFIX: &str = "harbor-iam-webhook: ";
+
+// ---- the wire ----
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -54,8 +57,8 @@ struct GroupVersionKind {
     kind: String,
 }
 
-/// The parts of a pod needed to decide whether to look further. Every field is lenient:
-/// a non-Harbor pod must never be refused because our model can't read it.
+/// What the raw labels decision reads of a pod. Lenient: whatever does not read as expected
+/// counts as absent, so a non-Harbor pod is never refused because of our model.
 #[derive(Debug, Default, Deserialize)]
 struct PodHead {
     #[serde(default)]
@@ -107,12 +110,30 @@ pub struct Status {
     pub message: String,
 }
 
+// ---- decisions and reasons ----
+
+/// Which webhook a review is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Mutate,
+    Validate,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
 /// What happened to one review, for the log line and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Patched.
     Mutated,
-    /// A target pod that needed no change (e.g. a reinvocation).
+    /// A target pod that needed no change (e.g. a reinvocation), or passed validation.
     Unchanged,
     /// Not ours: not a pod CREATE, not Harbor, no DB, opted out, strict images, unreadable.
     Skipped,
@@ -133,6 +154,57 @@ impl Decision {
     }
 }
 
+/// Why a review was answered as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reason {
+    #[default]
+    NoRequest,
+    NoObject,
+    NotAPodCreate,
+    NotHarbor,
+    NoDatabase,
+    OptedOut,
+    StrictImages,
+    Unreadable,
+    /// The engine's rules were applied (the pod may have needed nothing).
+    Applied,
+    /// The engine refused the pod.
+    Refused,
+    /// `/validate`: no static secret reaches the pod.
+    NoStaticSecret,
+    /// `/validate`: a static secret would reach the pod.
+    StaticSecret,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoRequest => "no-request",
+            Reason::NoObject => "no-object",
+            Reason::NotAPodCreate => "not-a-pod-create",
+            Reason::NotHarbor => "not-harbor",
+            Reason::NoDatabase => "no-database",
+            Reason::OptedOut => "opted-out",
+            Reason::StrictImages => "strict-images",
+            Reason::Unreadable => "unreadable",
+            Reason::Applied => "applied",
+            Reason::Refused => "denied",
+            Reason::NoStaticSecret => "no-static-secret",
+            Reason::StaticSecret => "static-secret",
+        }
+    }
+
+    /// The decision a reason stands for (a pod the rules were applied to is mutated or not).
+    fn decision(self) -> Decision {
+        match self {
+            Reason::NoRequest | Reason::NoObject => Decision::Invalid,
+            Reason::Refused | Reason::StaticSecret => Decision::Denied,
+            Reason::Applied | Reason::NoStaticSecret => Decision::Unchanged,
+            _ => Decision::Skipped,
+        }
+    }
+}
+
 /// The facts of one review worth a log line. Names only, never env values.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
@@ -141,22 +213,9 @@ pub struct Summary {
     pub name: String,
     pub operation: String,
     pub component: Option<Component>,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub decision: Option<Decision>,
     pub patch_ops: usize,
-}
-
-impl Summary {
-    /// What the request says of itself, before anything is decided.
-    fn of_request(uid: &str, namespace: Option<&str>, name: Option<&str>, operation: &str) -> Self {
-        Summary {
-            uid: uid.to_owned(),
-            namespace: namespace.unwrap_or_default().to_owned(),
-            name: name.unwrap_or_default().to_owned(),
-            operation: operation.to_owned(),
-            ..Default::default()
-        }
-    }
 }
 
 /// The review body can't be answered with an AdmissionReview: an HTTP client error.
@@ -181,12 +240,12 @@ impl ReviewError {
     }
 }
 
-/// The mutation of one pod object as JSON Patch, independent of the review around it.
+/// What is decided about one pod object, before it is put in a response.
 #[derive(Debug, Clone)]
 pub struct Evaluation {
     pub decision: Decision,
     pub component: Option<Component>,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub patch: json_patch::Patch,
     pub warnings: Vec<String>,
     pub audit: BTreeMap<String, String>,
@@ -195,25 +254,236 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    fn skipped(reason: &'static str, component: Option<Component>, warnings: Vec<String>) -> Self {
+    fn of(reason: Reason, component: Option<Component>) -> Self {
         Evaluation {
-            decision: Decision::Skipped,
+            decision: reason.decision(),
             component,
             reason,
             patch: json_patch::Patch(vec![]),
-            warnings,
+            warnings: vec![],
             audit: BTreeMap::new(),
             denial: None,
         }
     }
+
+    fn denied(reason: Reason, component: Component, message: String) -> Self {
+        Evaluation {
+            denial: Some(message),
+            ..Evaluation::of(reason, Some(component))
+        }
+    }
+}
+
+// ---- the path ----
+
+/// A review read as far as it can be without the cluster: answered, or a pod waiting for the
+/// facts it [`Needs`].
+#[derive(Debug)]
+pub enum Step {
+    Answered(Answer),
+    Pending(Pending),
+}
+
+/// The response and its log summary.
+pub type Answer = (ReviewOut, Summary);
+
+/// A target pod of a mutating review, parsed, waiting for facts.
+#[derive(Debug)]
+pub struct Pending {
+    uid: String,
+    summary: Summary,
+    pod: Box<Pod>,
+    component: Component,
+    needs: Needs,
+}
+
+impl Pending {
+    pub fn needs(&self) -> &Needs {
+        &self.needs
+    }
+
+    pub fn finish(self, config: &MutateConfig, facts: &Facts) -> Answer {
+        let eval = run_engine(*self.pod, self.component, config, facts);
+        answer(self.uid, self.summary, eval)
+    }
+}
+
+/// Read a review body for `endpoint`: answered at once, or pending facts.
+pub fn start(body: &[u8], endpoint: Endpoint, config: &MutateConfig) -> Result<Step, ReviewError> {
+    let review = read_envelope(body)?;
+    let Some(req) = review.request else {
+        let eval = Evaluation::of(Reason::NoRequest, None);
+        return Ok(Step::Answered(answer(
+            String::new(),
+            Summary::default(),
+            eval,
+        )));
+    };
+    let mut summary = Summary {
+        uid: req.uid.clone(),
+        namespace: req.namespace.clone().unwrap_or_default(),
+        name: req.name.clone().unwrap_or_default(),
+        operation: req.operation.clone(),
+        ..Summary::default()
+    };
+    let judged = if !is_pod_create(&req) {
+        Judged::Done(Evaluation::of(Reason::NotAPodCreate, None))
+    } else if let Some(object) = req.object {
+        judge(
+            object.get(),
+            req.namespace.as_deref(),
+            endpoint,
+            config,
+            &mut summary.name,
+        )
+    } else {
+        Judged::Done(Evaluation::of(Reason::NoObject, None))
+    };
+    Ok(match judged {
+        Judged::Done(eval) => Step::Answered(answer(req.uid, summary, eval)),
+        Judged::Pending(pod, component) => Step::Pending(Pending {
+            uid: req.uid,
+            summary,
+            needs: Needs::of(&pod, component, config),
+            pod,
+            component,
+        }),
+    })
+}
+
+/// Answer a review body with the facts at hand (the CLI, and the server without cluster facts).
+pub fn review(
+    body: &[u8],
+    endpoint: Endpoint,
+    config: &MutateConfig,
+    facts: &Facts,
+) -> Result<Answer, ReviewError> {
+    Ok(match start(body, endpoint, config)? {
+        Step::Answered(answer) => answer,
+        Step::Pending(pending) => pending.finish(config, facts),
+    })
+}
+
+/// What the mutating webhook decides about one pod object (a pod CREATE's `object`), with the
+/// facts at hand.
+pub fn evaluate(
+    object: &str,
+    namespace: Option<&str>,
+    config: &MutateConfig,
+    facts: &Facts,
+) -> Evaluation {
+    match judge(
+        object,
+        namespace,
+        Endpoint::Mutate,
+        config,
+        &mut String::new(),
+    ) {
+        Judged::Done(eval) => eval,
+        Judged::Pending(pod, component) => run_engine(*pod, component, config, facts),
+    }
+}
+
+enum Judged {
+    Done(Evaluation),
+    /// A target pod of a mutating review: the engine runs once the facts are known.
+    Pending(Box<Pod>, Component),
+}
+
+/// A pod CREATE's object: the raw labels first, then the typed pod. `name` is filled from the
+/// object when the request had none (a controller's pods are named after admission).
+fn judge(
+    object: &str,
+    namespace: Option<&str>,
+    endpoint: Endpoint,
+    config: &MutateConfig,
+    name: &mut String,
+) -> Judged {
+    // 1. The raw labels, leniently: only target pods are parsed into the typed model.
+    let head: PodHead = serde_json::from_str(object).unwrap_or_default();
+    if name.is_empty() {
+        let m = &head.metadata;
+        *name = m
+            .name
+            .clone()
+            .or(m.generate_name.clone())
+            .unwrap_or_default();
+    }
+    // The opt-out annotation switches off the mutation, never the validation.
+    let annotations = match endpoint {
+        Endpoint::Mutate => head.metadata.annotations.as_ref(),
+        Endpoint::Validate => None,
+    };
+    let component = match config.target(head.metadata.labels.as_ref(), annotations) {
+        Target::Mutate(c) => c,
+        Target::NotHarbor => return Judged::Done(Evaluation::of(Reason::NotHarbor, None)),
+        Target::OtherComponent(_) => return Judged::Done(Evaluation::of(Reason::NoDatabase, None)),
+        Target::OptedOut(c) => return Judged::Done(Evaluation::of(Reason::OptedOut, Some(c))),
+    };
+    // 2. The typed pod, once. If it can't be read, the API server's own validation says why;
+    //    a refusal of ours would hide that message.
+    let mut pod = match parse_pod(object) {
+        Ok(pod) => pod,
+        Err(field) => {
+            let mut eval = Evaluation::of(Reason::Unreadable, Some(component));
+            eval.warnings = vec![format!(
+                "{WARNING_PREFIX}pod {name} ({component}) left unchanged: {field}"
+            )];
+            return Judged::Done(eval);
+        }
+    };
+    if pod.metadata.namespace.as_deref().unwrap_or("").is_empty() {
+        pod.metadata.namespace = namespace.map(str::to_owned);
+    }
+    match endpoint {
+        Endpoint::Validate => Judged::Done(validate(&pod, component, config)),
+        Endpoint::Mutate => Judged::Pending(Box::new(pod), component),
+    }
+}
+
+fn read_envelope(body: &[u8]) -> Result<ReviewIn<'_>, ReviewError> {
+    // Errors name the field and position, never the offending value (it could be a secret).
+    let review: ReviewIn = serde_path_to_error::deserialize(
+        &mut serde_json::Deserializer::from_slice(body),
+    )
+    .map_err(|e| {
+        let at = format!("line {} column {}", e.inner().line(), e.inner().column());
+        match e.inner().classify() {
+            serde_json::error::Category::Data => {
+                ReviewError::NotAReview(format!("{} ({at})", describe_parse_error(&e)))
+            }
+            _ => ReviewError::NotJson(at),
+        }
+    })?;
+    let api_version = review.api_version.clone().unwrap_or_default();
+    let kind = review.kind.clone().unwrap_or_default();
+    if api_version != API_VERSION || kind != KIND {
+        return Err(ReviewError::WrongVersion { api_version, kind });
+    }
+    Ok(review)
+}
+
+/// The only reviews a pod is judged in: a pod's CREATE, not of a subresource.
+fn is_pod_create(req: &Request) -> bool {
+    let k = &req.kind;
+    k.group.is_empty()
+        && k.version == "v1"
+        && k.kind == "Pod"
+        && req.operation == "CREATE"
+        && req.sub_resource.as_deref().is_none_or(str::is_empty)
+}
+
+/// The typed pod, or where it could not be read (never the value: it may be a secret).
+fn parse_pod(object: &str) -> Result<Pod, String> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(object))
+        .map_err(|e| describe_parse_error(&e))
 }
 
 /// Describe a serde error by where it happened, without the offending value (which may be a
 /// secret: `env[3].value` given as a number would be echoed by serde's own message).
 fn describe_parse_error(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
     let path = err.path().to_string();
-    let inner = err.inner();
-    let what = match inner.classify() {
+    let what = match err.inner().classify() {
         serde_json::error::Category::Data => "has an unexpected type or value",
         serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
             "is not valid JSON"
@@ -227,610 +497,126 @@ fn describe_parse_error(err: &serde_path_to_error::Error<serde_json::Error>) -> 
     }
 }
 
-/// What a pod refers to that cluster facts can answer: its namespace, the ServiceAccounts the
-/// decision depends on and the ConfigMaps its containers read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Needs {
-    pub namespace: Option<String>,
-    pub service_accounts: Vec<String>,
-    pub config_maps: Vec<String>,
-    /// Of `service_accounts`, the one the pod would be switched to: the only fact whose
-    /// absence (or missing role) denies the pod. The pod's own account and the ConfigMaps
-    /// only change what is injected.
-    pub target_service_account: String,
-}
-
-/// A Harbor pod that passed the raw-label check and parsed: waiting for facts.
-#[derive(Debug, Clone)]
-pub struct Candidate {
-    pod: Box<Pod>,
-    /// The pod's volumes its projection leaves out ([`projection::Projected`]).
-    hidden_volumes: usize,
+/// The mutation of a target pod and its patch.
+fn run_engine(
+    mut pod: Pod,
     component: Component,
-    needs: Needs,
-}
-
-/// The first phase of deciding about a pod: either already decided, or a candidate that
-/// needs facts.
-#[derive(Debug)]
-pub enum Begin {
-    Done(Evaluation),
-    Candidate(Box<Candidate>),
-}
-
-impl Candidate {
-    pub fn needs(&self) -> &Needs {
-        &self.needs
-    }
-
-    /// Apply the engine with `facts`; pure.
-    pub fn finish(self, config: &MutateConfig, facts: &Facts) -> Evaluation {
-        let Candidate {
-            mut pod,
-            hidden_volumes,
-            component,
-            ..
-        } = self;
-        // The engine edits the pod in place; all the patch needs of the pod as it was is kept
-        // aside first. Fields our model does not know are in neither and never touched.
-        let before = diff::EngineFields::of(&pod).with_hidden_volumes(hidden_volumes);
-        let mutation = match mutate::edit(&mut pod, config, facts) {
-            Ok(m) => m,
-            Err(err) => {
-                return Evaluation {
-                    decision: Decision::Denied,
-                    component: Some(component),
-                    reason: "denied",
-                    patch: json_patch::Patch(vec![]),
-                    warnings: vec![],
-                    audit: BTreeMap::from([("component".into(), component.to_string())]),
-                    denial: Some(err.to_string()),
-                };
-            }
-        };
-        let warnings = mutation
-            .warnings
-            .iter()
-            .map(|w| [WARNING_PREFIX, w].concat())
-            .collect();
-        if let Outcome::Skipped(skip) = &mutation.outcome {
-            let reason = match skip {
-                Skip::ImageNotIamCapable(_) => "strict-images",
-                Skip::NotHarbor => "not-harbor",
-                Skip::NoDatabase(_) => "no-database",
-                Skip::OptedOut(_) => "opted-out",
-            };
-            return Evaluation::skipped(reason, mutation.outcome.component(), warnings);
-        }
-        // The pod is a projection: only edits it can write are written.
-        if !before.kept_whole(&pod) {
-            let warning = format!(
-                "{WARNING_PREFIX}pod left unchanged: the edit would rewrite a container or \
-                 volume whole, which this webhook never does (please report this)"
-            );
-            return Evaluation::skipped("internal", Some(component), vec![warning]);
-        }
-        // `json_patch::diff` of the two pods' `to_value`, from the edited fields alone.
-        let patch = diff::edits(&before, &pod).expect("a typed Pod always serialises");
-        let mut audit = mutation.audit;
-        let decision = if patch.0.is_empty() {
-            Decision::Unchanged
-        } else {
-            Decision::Mutated
-        };
-        audit.insert("decision".into(), decision.as_str().into());
-        Evaluation {
-            decision,
-            component: Some(component),
-            reason: "applied",
-            patch,
-            warnings,
-            audit,
-            denial: None,
-        }
-    }
-}
-
-fn needs_of(pod: &Pod, component: Component, config: &MutateConfig) -> Needs {
-    let target_service_account = config.service_account_for(component).to_owned();
-    let mut service_accounts = vec![target_service_account.clone()];
-    let own = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.service_account_name.clone())
-        .filter(|s| !s.is_empty());
-    service_accounts.push(own.unwrap_or_else(|| "default".into()));
-    let mut config_maps = Vec::new();
-    for spec in pod.spec.iter() {
-        for c in spec
-            .init_containers
-            .iter()
-            .flatten()
-            .chain(spec.containers.iter())
-        {
-            config_maps.extend(
-                c.env_from
-                    .iter()
-                    .flatten()
-                    .filter_map(|s| s.config_map_ref.as_ref().map(|r| r.name.clone())),
-            );
-            config_maps.extend(c.env.iter().flatten().filter_map(|e| {
-                e.value_from
-                    .as_ref()?
-                    .config_map_key_ref
-                    .as_ref()
-                    .map(|r| r.name.clone())
-            }));
-        }
-    }
-    service_accounts.sort();
-    service_accounts.dedup();
-    config_maps.sort();
-    config_maps.dedup();
-    Needs {
-        namespace: pod.metadata.namespace.clone(),
-        service_accounts,
-        config_maps,
-        target_service_account,
-    }
-}
-
-/// Phase one for one pod object (`object` is its JSON): raw labels first, then the typed pod.
-/// `namespace` is the request's, used when the object carries none.
-pub fn begin(object: &str, namespace: Option<&str>, config: &MutateConfig) -> Begin {
-    begin_with(object, head_of(object), namespace, config)
-}
-
-/// The raw labels and names, leniently: anything unreadable is absent.
-///
-/// Reading stops at the end of `metadata`: the API server writes it before `spec`, so the
-/// bulk of the pod is never looked at here. A `metadata` that is not an object of the expected
-/// shape counts as absent, as does an object with no `metadata` or that is not JSON.
-fn head_of(object: &str) -> PodHead {
-    let mut found = None;
-    let mut de = serde_json::Deserializer::from_str(object);
-    // Ends in the error that stops the read once `metadata` is found; any other outcome
-    // leaves `found` empty.
-    let _ = de::Deserializer::deserialize_map(&mut de, HeadVisitor(&mut found));
-    PodHead {
-        metadata: found.unwrap_or_default(),
-    }
-}
-
-/// Visits a pod object up to its `metadata`, which it puts in the slot, then stops the read
-/// with an error (serde has no other way to leave a map half read).
-struct HeadVisitor<'s>(&'s mut Option<HeadMeta>);
-
-impl<'de> de::Visitor<'de> for HeadVisitor<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a pod object")
-    }
-
-    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key == "metadata" {
-                *self.0 = Some(map.next_value()?);
-                return Err(de::Error::custom("metadata read"));
-            }
-            map.next_value::<de::IgnoredAny>()?;
-        }
-        Ok(())
-    }
-}
-
-/// Deserialize without tracking the path; only a failure is parsed again, with
-/// `serde_path_to_error`, for a message that names the field. Same acceptance either way.
-fn deserialize_tracked<'de, R: serde_json::de::Read<'de>, T: Deserialize<'de>>(
-    new: impl Fn() -> serde_json::Deserializer<R>,
-) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
-    match T::deserialize(&mut new()) {
-        Ok(value) => Ok(value),
-        Err(_) => serde_path_to_error::deserialize(&mut new()),
-    }
-}
-
-/// [`begin`] with the head already read.
-fn begin_with(
-    object: &str,
-    head: PodHead,
-    namespace: Option<&str>,
-    config: &MutateConfig,
-) -> Begin {
-    // 1. Raw labels, leniently: only target pods are parsed into the typed model.
-    let component = match decide(&head, config) {
-        Ok(c) => c,
-        Err(done) => return Begin::Done(done),
-    };
-    // 2. The typed pod, as far as the engine reads it. If that can't be read, the API server's
-    //    own validation will say why; a webhook error here would hide that message.
-    let read = deserialize_tracked(|| serde_json::Deserializer::from_str(object));
-    let pod = match read.map(projection::PodIn::into_pod) {
-        Ok(p) => p,
-        Err(err) => {
-            let name = head
-                .metadata
-                .name
-                .or(head.metadata.generate_name)
-                .unwrap_or_default();
-            let warning = format!(
-                "{WARNING_PREFIX}pod {name} ({component}) left unchanged: {}",
-                describe_parse_error(&err)
-            );
-            return Begin::Done(Evaluation::skipped(
-                "unreadable",
-                Some(component),
-                vec![warning],
-            ));
-        }
-    };
-    Begin::Candidate(candidate(pod, component, namespace, config))
-}
-
-/// Whether the raw head makes the pod a target: its component, or the evaluation that leaves
-/// it alone.
-fn decide(head: &PodHead, config: &MutateConfig) -> Result<Component, Evaluation> {
-    decision(config.target(
-        head.metadata.labels.as_ref(),
-        head.metadata.annotations.as_ref(),
-    ))
-}
-
-/// What a pod's target class means for it: its component, or the evaluation that leaves it
-/// alone.
-fn decision(target: Target) -> Result<Component, Evaluation> {
-    match target {
-        Target::NotHarbor => Err(Evaluation::skipped("not-harbor", None, vec![])),
-        Target::OtherComponent(_) => Err(Evaluation::skipped("no-database", None, vec![])),
-        Target::OptedOut(c) => Err(Evaluation::skipped("opted-out", Some(c), vec![])),
-        Target::Mutate(c) => Ok(c),
-    }
-}
-
-/// A target pod, typed, waiting for facts.
-fn candidate(
-    projected: projection::Projected,
-    component: Component,
-    namespace: Option<&str>,
-    config: &MutateConfig,
-) -> Box<Candidate> {
-    let projection::Projected {
-        mut pod,
-        hidden_volumes,
-    } = projected;
-    if pod.metadata.namespace.as_deref().unwrap_or("").is_empty() {
-        pod.metadata.namespace = namespace.map(str::to_owned);
-    }
-    let needs = needs_of(&pod, component, config);
-    Box::new(Candidate {
-        pod,
-        hidden_volumes,
-        component,
-        needs,
-    })
-}
-
-/// Decide about one pod object with the facts at hand (both phases).
-pub fn evaluate(
-    object: &str,
-    namespace: Option<&str>,
     config: &MutateConfig,
     facts: &Facts,
 ) -> Evaluation {
-    match begin(object, namespace, config) {
-        Begin::Done(e) => e,
-        Begin::Candidate(c) => c.finish(config, facts),
+    let before = diff::EngineFields::of(&pod);
+    let mutation = match mutate::edit(&mut pod, config, facts) {
+        Ok(m) => m,
+        Err(err) => {
+            let mut eval = Evaluation::denied(Reason::Refused, component, err.to_string());
+            eval.audit = BTreeMap::from([("component".into(), component.to_string())]);
+            return eval;
+        }
+    };
+    let warnings = mutation
+        .warnings
+        .iter()
+        .map(|w| [WARNING_PREFIX, w].concat())
+        .collect();
+    if let Outcome::Skipped(skip) = &mutation.outcome {
+        let reason = match skip {
+            Skip::ImageNotIamCapable(_) => Reason::StrictImages,
+            Skip::NotHarbor => Reason::NotHarbor,
+            Skip::NoDatabase(_) => Reason::NoDatabase,
+            Skip::OptedOut(_) => Reason::OptedOut,
+        };
+        return Evaluation {
+            warnings,
+            ..Evaluation::of(reason, mutation.outcome.component())
+        };
+    }
+    let patch = diff::edits(&before, &pod).expect("a typed Pod always serialises");
+    let decision = if patch.0.is_empty() {
+        Decision::Unchanged
+    } else {
+        Decision::Mutated
+    };
+    let mut audit = mutation.audit;
+    audit.insert("decision".into(), decision.as_str().into());
+    Evaluation {
+        decision,
+        patch,
+        warnings,
+        audit,
+        ..Evaluation::of(Reason::Applied, Some(component))
     }
 }
 
-fn invalid(uid: String, message: String) -> Response {
-    Response {
-        allowed: false,
-        status: Some(Status { code: 400, message }),
-        ..allowed(uid)
+/// `/validate`: refuse a target pod that would still receive a static secret.
+fn validate(pod: &Pod, component: Component, config: &MutateConfig) -> Evaluation {
+    match mutate::validate(pod, config) {
+        Ok(()) => Evaluation::of(Reason::NoStaticSecret, Some(component)),
+        Err(violation) => {
+            Evaluation::denied(Reason::StaticSecret, component, violation.to_string())
+        }
     }
 }
 
-fn allowed(uid: String) -> Response {
-    Response {
+/// Every response, built from the request's uid and the evaluation.
+fn answer(uid: String, mut summary: Summary, eval: Evaluation) -> Answer {
+    summary.component = eval.component;
+    summary.reason = eval.reason;
+    summary.decision = Some(eval.decision);
+    summary.patch_ops = eval.patch.0.len();
+    let mut response = Response {
         uid,
         allowed: true,
         status: None,
         patch: None,
         patch_type: None,
-        warnings: vec![],
+        warnings: eval.warnings,
         audit_annotations: BTreeMap::new(),
+    };
+    match eval.reason {
+        Reason::NoRequest | Reason::NoObject => {
+            let message = match eval.reason {
+                Reason::NoRequest => "AdmissionReview has no request",
+                _ => "pod CREATE review has no object",
+            };
+            response.allowed = false;
+            response.status = Some(Status {
+                code: 400,
+                message: message.into(),
+            });
+        }
+        _ if eval.denial.is_some() => {
+            response.allowed = false;
+            response.status = eval.denial.map(|message| Status { code: 403, message });
+            response.audit_annotations = eval.audit;
+        }
+        _ if !eval.patch.0.is_empty() => {
+            let bytes = serde_json::to_vec(&eval.patch).expect("a JSON Patch always serialises");
+            response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+            response.patch_type = Some("JSONPatch".into());
+            response.audit_annotations = eval.audit;
+        }
+        _ => response.audit_annotations = eval.audit,
     }
-}
-
-fn wrap(response: Response) -> ReviewOut {
-    ReviewOut {
+    let out = ReviewOut {
         api_version: API_VERSION,
         kind: KIND,
         response,
-    }
-}
-
-/// A review whose pod is a candidate: finish it once the facts are known.
-#[derive(Debug)]
-pub struct PendingReview {
-    uid: String,
-    summary: Summary,
-    candidate: Box<Candidate>,
-}
-
-impl PendingReview {
-    pub fn needs(&self) -> &Needs {
-        self.candidate.needs()
-    }
-
-    pub fn finish(self, config: &MutateConfig, facts: &Facts) -> (ReviewOut, Summary) {
-        let eval = self.candidate.finish(config, facts);
-        answer(self.uid, self.summary, eval)
-    }
-}
-
-/// Phase one of a review: answered already, or waiting for facts.
-#[derive(Debug)]
-pub enum ReviewStep {
-    Answered(ReviewOut, Summary),
-    Pending(PendingReview),
-}
-
-fn answer(uid: String, mut summary: Summary, eval: Evaluation) -> (ReviewOut, Summary) {
-    summary.component = eval.component;
-    summary.reason = eval.reason;
-    summary.decision = Some(eval.decision);
-    summary.patch_ops = eval.patch.0.len();
-    let mut response = allowed(uid);
-    response.warnings = eval.warnings;
-    response.audit_annotations = eval.audit;
-    if let Some(message) = eval.denial {
-        response.allowed = false;
-        response.status = Some(Status { code: 403, message });
-    } else if !eval.patch.0.is_empty() {
-        // Sized for a typical patch up front: growing from empty costs a copy per doubling.
-        let mut bytes = Vec::with_capacity(2048);
-        serde_json::to_writer(&mut bytes, &eval.patch).expect("a JSON Patch always serialises");
-        response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
-        response.patch_type = Some("JSONPatch".into());
-    }
-    (wrap(response), summary)
-}
-
-/// The only reviews a pod is mutated in: a pod's CREATE, not of a subresource.
-fn is_pod_create(kind: &GroupVersionKind, operation: &str, sub_resource: Option<&str>) -> bool {
-    kind.group.is_empty()
-        && kind.version == "v1"
-        && kind.kind == "Pod"
-        && operation == "CREATE"
-        && sub_resource.is_none_or(str::is_empty)
-}
-
-/// The pod's name for the log, when the request has none (pods of controllers get theirs
-/// after admission): the object's, or its `generateName`.
-fn name_from_head(summary: &mut Summary, head: &PodHead) {
-    let m = &head.metadata;
-    name_unless_set(summary, || m.name.clone().or(m.generate_name.clone()));
-}
-
-/// The log's pod name, when the request gave none.
-fn name_unless_set(summary: &mut Summary, pod_name: impl FnOnce() -> Option<String>) {
-    if summary.name.is_empty() {
-        summary.name = pod_name().unwrap_or_default();
-    }
-}
-
-/// A pod CREATE review parsed: the uid, the log summary so far, the object.
-enum Parsed<'a> {
-    Answered(ReviewOut, Summary),
-    PodCreate {
-        uid: String,
-        summary: Summary,
-        namespace: Option<String>,
-        object: &'a str,
-        head: PodHead,
-    },
-}
-
-fn parse(body: &[u8]) -> Result<Parsed<'_>, ReviewError> {
-    // Errors name the field and position, never the offending value (it could be a secret).
-    let parsed: ReviewIn = deserialize_tracked(|| serde_json::Deserializer::from_slice(body))
-        .map_err(|e| {
-            let at = format!("line {} column {}", e.inner().line(), e.inner().column());
-            match e.inner().classify() {
-                serde_json::error::Category::Data => {
-                    ReviewError::NotAReview(format!("{} ({at})", describe_parse_error(&e)))
-                }
-                _ => ReviewError::NotJson(at),
-            }
-        })?;
-    let (api_version, kind) = (
-        parsed.api_version.unwrap_or_default(),
-        parsed.kind.unwrap_or_default(),
-    );
-    if api_version != API_VERSION || kind != KIND {
-        return Err(ReviewError::WrongVersion { api_version, kind });
-    }
-    let Some(req) = parsed.request else {
-        let summary = Summary {
-            decision: Some(Decision::Invalid),
-            reason: "no-request",
-            ..Default::default()
-        };
-        return Ok(Parsed::Answered(
-            wrap(invalid(
-                String::new(),
-                "AdmissionReview has no request".into(),
-            )),
-            summary,
-        ));
     };
-    let mut summary = Summary::of_request(
-        &req.uid,
-        req.namespace.as_deref(),
-        req.name.as_deref(),
-        &req.operation,
-    );
-    if !is_pod_create(&req.kind, &req.operation, req.sub_resource.as_deref()) {
-        summary.decision = Some(Decision::Skipped);
-        summary.reason = "not-a-pod-create";
-        return Ok(Parsed::Answered(wrap(allowed(req.uid)), summary));
-    }
-    let Some(object) = req.object else {
-        summary.decision = Some(Decision::Invalid);
-        summary.reason = "no-object";
-        return Ok(Parsed::Answered(
-            wrap(invalid(req.uid, "pod CREATE review has no object".into())),
-            summary,
-        ));
-    };
-    // Read once here for the log line and by whoever decides next.
-    let head = head_of(object.get());
-    name_from_head(&mut summary, &head);
-    Ok(Parsed::PodCreate {
-        uid: req.uid,
-        summary,
-        namespace: req.namespace,
-        object: object.get(),
-        head,
-    })
-}
-
-/// Phase one of answering a mutating review body.
-pub fn start(body: &[u8], config: &MutateConfig) -> Result<ReviewStep, ReviewError> {
-    match one_pass(body, config) {
-        Some(step) => Ok(step),
-        None => start_in_passes(body, config),
-    }
-}
-
-/// [`start`] for the usual pod CREATE review, in one pass over the body
-/// ([`single`]); `None` for anything else, which [`start_in_passes`] answers.
-fn one_pass(body: &[u8], config: &MutateConfig) -> Option<ReviewStep> {
-    let r = single::read(body, config)?;
-    if r.api_version.as_deref() != Some(API_VERSION)
-        || r.kind.as_deref() != Some(KIND)
-        || !is_pod_create(&r.resource_kind, &r.operation, r.sub_resource.as_deref())
-    {
-        return None;
-    }
-    let mut summary = Summary::of_request(
-        &r.uid,
-        r.namespace.as_deref(),
-        r.name.as_deref(),
-        &r.operation,
-    );
-    name_unless_set(&mut summary, || r.pod_name);
-    Some(match decision(r.target) {
-        Err(eval) => {
-            let (out, s) = answer(r.uid, summary, eval);
-            ReviewStep::Answered(out, s)
-        }
-        Ok(component) => ReviewStep::Pending(PendingReview {
-            uid: r.uid,
-            summary,
-            candidate: candidate(r.pod?, component, r.namespace.as_deref(), config),
-        }),
-    })
-}
-
-/// [`start`] the general way: the envelope, the raw head, then the typed pod.
-fn start_in_passes(body: &[u8], config: &MutateConfig) -> Result<ReviewStep, ReviewError> {
-    let (uid, summary, namespace, object, head) = match parse(body)? {
-        Parsed::Answered(out, s) => return Ok(ReviewStep::Answered(out, s)),
-        Parsed::PodCreate {
-            uid,
-            summary,
-            namespace,
-            object,
-            head,
-        } => (uid, summary, namespace, object, head),
-    };
-    Ok(
-        match begin_with(object, head, namespace.as_deref(), config) {
-            Begin::Done(eval) => {
-                let (out, s) = answer(uid, summary, eval);
-                ReviewStep::Answered(out, s)
-            }
-            Begin::Candidate(candidate) => ReviewStep::Pending(PendingReview {
-                uid,
-                summary,
-                candidate,
-            }),
-        },
-    )
-}
-
-/// Answer one mutating AdmissionReview body with the facts at hand.
-pub fn review(
-    body: &[u8],
-    config: &MutateConfig,
-    facts: &Facts,
-) -> Result<(ReviewOut, Summary), ReviewError> {
-    Ok(match start(body, config)? {
-        ReviewStep::Answered(out, s) => (out, s),
-        ReviewStep::Pending(p) => p.finish(config, facts),
-    })
-}
-
-/// Answer one validating AdmissionReview body: refuse a Harbor pod that would still receive a
-/// static secret. Needs no facts.
-pub fn validate_review(
-    body: &[u8],
-    config: &MutateConfig,
-) -> Result<(ReviewOut, Summary), ReviewError> {
-    let (uid, mut summary, namespace, object, head) = match parse(body)? {
-        Parsed::Answered(out, s) => return Ok((out, s)),
-        Parsed::PodCreate {
-            uid,
-            summary,
-            namespace,
-            object,
-            head,
-        } => (uid, summary, namespace, object, head),
-    };
-    let target = config.target(head.metadata.labels.as_ref(), None);
-    let Target::Mutate(component) = target else {
-        summary.decision = Some(Decision::Skipped);
-        summary.reason = "not-a-target";
-        return Ok((wrap(allowed(uid)), summary));
-    };
-    summary.component = Some(component);
-    let Ok(mut pod) = serde_json::from_str::<Pod>(object) else {
-        // The API server's own validation reports an unreadable pod.
-        summary.decision = Some(Decision::Skipped);
-        summary.reason = "unreadable";
-        return Ok((wrap(allowed(uid)), summary));
-    };
-    if pod.metadata.namespace.as_deref().unwrap_or("").is_empty() {
-        pod.metadata.namespace = namespace;
-    }
-    Ok(match mutate::validate(&pod, config) {
-        Ok(()) => {
-            summary.decision = Some(Decision::Unchanged);
-            summary.reason = "no-static-secret";
-            (wrap(allowed(uid)), summary)
-        }
-        Err(violation) => {
-            summary.decision = Some(Decision::Denied);
-            summary.reason = "static-secret";
-            let mut response = allowed(uid);
-            response.allowed = false;
-            response.status = Some(Status {
-                code: 403,
-                message: violation.to_string(),
-            });
-            (wrap(response), summary)
-        }
-    })
+    (out, summary)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn review(body: &[u8], config: &MutateConfig, facts: &Facts) -> Result<Answer, ReviewError> {
+        super::review(body, Endpoint::Mutate, config, facts)
+    }
+
+    fn validate_review(body: &[u8], config: &MutateConfig) -> Result<Answer, ReviewError> {
+        super::review(body, Endpoint::Validate, config, &Facts::default())
+    }
 
     fn cfg() -> MutateConfig {
         MutateConfig::new("eu-west-1")
@@ -975,7 +761,7 @@ mod tests {
                 && out.response.patch.is_none()
                 && out.response.warnings.is_empty()
         );
-        assert_eq!(s.reason, "not-harbor");
+        assert_eq!(s.reason, Reason::NotHarbor);
         // Labels that aren't even strings: still not our business.
         let bad = json!({"metadata": {"labels": {"app": 5}}, "spec": {}});
         let (out, _) = review(&review_json(bad, "CREATE"), &cfg(), &Facts::default()).unwrap();
@@ -985,160 +771,22 @@ mod tests {
         bad["spec"]["containers"][0]["env"][0]["value"] = json!(123456789);
         let (out, s) = review(&review_json(bad, "CREATE"), &cfg(), &Facts::default()).unwrap();
         assert!(out.response.allowed && out.response.patch.is_none());
-        assert_eq!(s.reason, "unreadable");
+        assert_eq!(s.reason, Reason::Unreadable);
         let w = &out.response.warnings[0];
         assert!(w.contains("spec.containers[0].env[0].value"), "{w}");
         assert!(!w.contains("123456789"), "{w}");
-        // A field the engine does not read is not read at all: the pod is handled, and the
-        // field is left for the API server's validation (and is not in the patch).
+        // A field the engine does not read but our model can't either: the pod is unreadable,
+        // allowed with a warning naming the field, for the API server's validation to refuse.
         let mut odd = core_pod();
         odd["spec"]["containers"][0]["resources"] = json!("oops");
-        odd["status"] = json!(7);
         let (out, s) = review(&review_json(odd, "CREATE"), &cfg(), &Facts::default()).unwrap();
-        assert_eq!(s.reason, "applied");
-        let patch = serde_json::to_string(&decode_patch(&out.response)).unwrap();
-        assert!(patch.contains("POSTGRESQL_USE_IAM_AUTH"), "{patch}");
+        assert_eq!(s.reason, Reason::Unreadable);
+        assert!(out.response.patch.is_none());
         assert!(
-            !patch.contains("resources") && !patch.contains("oops"),
-            "{patch}"
+            out.response.warnings[0].contains("resources"),
+            "{:?}",
+            out.response.warnings
         );
-    }
-
-    /// Everything a review step says: the answer (after the facts, for a candidate) and the
-    /// log summary.
-    fn render(step: ReviewStep, facts: &Facts) -> String {
-        let (out, summary) = match step {
-            ReviewStep::Answered(out, s) => (out, s),
-            ReviewStep::Pending(p) => {
-                let needs = format!("{:?}", p.needs());
-                let (out, s) = p.finish(&cfg(), facts);
-                return format!("{} {s:?} {needs}", serde_json::to_string(&out).unwrap());
-            }
-        };
-        format!("{} {summary:?}", serde_json::to_string(&out).unwrap())
-    }
-
-    /// The one-pass reading answers the usual reviews, and exactly as the general path does;
-    /// whatever it leaves to the general path is still answered.
-    #[test]
-    fn one_pass_answers_as_the_general_path() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pods");
-        let mut pods: Vec<serde_json::Value> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| {
-                serde_yaml_ng::from_str(&std::fs::read_to_string(e.unwrap().path()).unwrap())
-                    .unwrap()
-            })
-            .collect();
-        pods.push(core_pod());
-        let mut other = core_pod();
-        other["metadata"]["labels"] = json!({"app": "shop"});
-        other["spec"] = json!({"containers": "not a list, and not read"});
-        pods.push(other);
-        pods.push(json!({"apiVersion": "v1", "kind": "Pod", "metadata": null, "spec": {}}));
-        let facts = Facts::default();
-        let mut usual = 0;
-        for pod in &pods {
-            let body = review_json(pod.clone(), "CREATE");
-            let fast =
-                one_pass(&body, &cfg()).unwrap_or_else(|| panic!("not read in one pass: {pod}"));
-            let general = start_in_passes(&body, &cfg()).unwrap();
-            assert_eq!(render(fast, &facts), render(general, &facts));
-            usual += 1;
-        }
-        assert!(usual >= 17, "{usual}");
-
-        // Left to the general path, and answered.
-        let mut unusual: Vec<Vec<u8>> = Vec::new();
-        let core = review_json(core_pod(), "CREATE");
-        let text = String::from_utf8(core.clone()).unwrap();
-        // `spec` before `metadata`.
-        unusual.push(
-            text.replace(
-                r#""apiVersion":"v1","kind":"Pod","metadata""#,
-                r#""apiVersion":"v1","kind":"Pod","spec":{},"metadata""#,
-            )
-            .into_bytes(),
-        );
-        let mut bad = core_pod();
-        bad["spec"]["containers"][0]["env"][0]["value"] = json!(5);
-        unusual.push(review_json(bad, "CREATE"));
-        let mut v2 = core_pod();
-        v2["apiVersion"] = json!("v2");
-        unusual.push(review_json(v2, "CREATE"));
-        unusual.push(review_json(core_pod(), "UPDATE"));
-        unusual.push(
-            text.replace(r#""uid":"#, r#""uid":"x","uid":"#)
-                .into_bytes(),
-        );
-        unusual.push(
-            text.replace(r#""metadata":"#, r#""metadata":{},"metadata":"#)
-                .into_bytes(),
-        );
-        unusual.push(
-            text.replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
-                .into_bytes(),
-        );
-        unusual.push(b"{}".to_vec());
-        unusual.push(review_json(json!({"kind": "Pod", "spec": {}}), "CREATE"));
-        // A `metadata` the projection refuses, where the general path reads what it can.
-        for (member, value) in [
-            ("labels", json!({"app": 5})),
-            ("annotations", json!(["not", "a", "map"])),
-            ("name", json!(7)),
-        ] {
-            let mut shop = core_pod();
-            shop["metadata"]["labels"] = json!({"app": "shop"});
-            for mut pod in [core_pod(), shop] {
-                pod["metadata"][member] = value.clone();
-                unusual.push(review_json(pod, "CREATE"));
-            }
-        }
-        for body in &unusual {
-            assert!(
-                one_pass(body, &cfg()).is_none(),
-                "{}",
-                String::from_utf8_lossy(body)
-            );
-            let general = start_in_passes(body, &cfg()).map(|s| render(s, &facts));
-            let via_start = start(body, &cfg()).map(|s| render(s, &facts));
-            assert_eq!(
-                format!("{general:?}"),
-                format!("{via_start:?}"),
-                "{}",
-                String::from_utf8_lossy(body)
-            );
-        }
-        // The spec that came first really was there: answered by the general path.
-        assert!(start(&unusual[0], &cfg()).is_ok());
-    }
-
-    #[test]
-    fn the_head_is_read_up_to_metadata_wherever_it_is() {
-        let labels = |object: &str| head_of(object).metadata.labels;
-        let harbor = Some(BTreeMap::from([("app".to_owned(), "harbor".to_owned())]));
-        // First, last, after a nested object with its own `metadata` key.
-        for object in [
-            r#"{"metadata":{"labels":{"app":"harbor"}},"spec":{"containers":"not read"}}"#,
-            r#"{"spec":{"metadata":{"labels":{}}},"kind":"Pod","metadata":{"labels":{"app":"harbor"}}}"#,
-        ] {
-            assert_eq!(labels(object), harbor, "{object}");
-        }
-        // Anything unreadable is absent: the pod is nobody's.
-        for object in [
-            r#"{"metadata":{"labels":{"app":5}}}"#,
-            r#"{"metadata":{"labels":{"app":"harbor"},"labels":{"app":"harbor"}}}"#,
-            r#"{"metadata":"harbor"}"#,
-            r#"{"spec":{}}"#,
-            r#"["metadata"]"#,
-            r#"{"kind":"Pod""#,
-            "",
-        ] {
-            assert_eq!(labels(object), None, "{object}");
-        }
-        let head = head_of(r#"{"metadata":{"generateName":"core-","annotations":{"a":"b"}}}"#);
-        assert_eq!(head.metadata.generate_name.as_deref(), Some("core-"));
-        assert_eq!(head.metadata.annotations.map(|a| a.len()), Some(1));
     }
 
     #[test]
@@ -1215,8 +863,9 @@ mod tests {
             json!([{"configMapRef": {"name": "harbor-core"}}, {"secretRef": {"name": "s"}}]);
         pod["spec"]["containers"][0]["env"] =
             json!([{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "extra", "key": "k"}}}]);
-        let Begin::Candidate(c) = begin(&pod.to_string(), None, &cfg()) else {
-            panic!("a candidate")
+        let Ok(Step::Pending(c)) = start(&review_json(pod, "CREATE"), Endpoint::Mutate, &cfg())
+        else {
+            panic!("a pod waiting for facts")
         };
         assert_eq!(
             c.needs(),
@@ -1229,8 +878,8 @@ mod tests {
         );
         let web = json!({"metadata": {"labels": {"app": "web"}}});
         assert!(matches!(
-            begin(&web.to_string(), None, &cfg()),
-            Begin::Done(_)
+            start(&review_json(web, "CREATE"), Endpoint::Mutate, &cfg()),
+            Ok(Step::Answered(_))
         ));
     }
 

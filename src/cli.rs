@@ -7,7 +7,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::admission::{self, Decision};
+use base64::Engine as _;
+
+use crate::admission::{self, Decision, Endpoint};
 use crate::config::{MutateArgs, Output};
 use crate::facts::Facts;
 
@@ -112,38 +114,27 @@ pub fn load_facts(paths: &[impl AsRef<Path>]) -> Result<Facts, CliError> {
     Ok(facts)
 }
 
-/// The pod object and namespace of a Pod or AdmissionReview document.
-fn pod_of(doc: Value, path: &str) -> Result<(Value, Option<String>), CliError> {
+/// The AdmissionReview to answer for a document: itself, or for a Pod the review of its
+/// CREATE that the API server would send.
+fn review_of(doc: Value, path: &str) -> Result<Value, CliError> {
     let input = |message: String| CliError::Input {
         path: path.into(),
         message,
     };
     match doc.get("kind").and_then(Value::as_str) {
-        Some("Pod") => {
-            let ns = doc
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            Ok((doc, ns))
-        }
-        Some("AdmissionReview") => {
-            let ns = doc
-                .pointer("/request/namespace")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let object = doc
-                .pointer("/request/object")
-                .cloned()
-                .ok_or_else(|| input("AdmissionReview has no request.object".into()))?;
-            if object
-                .get("kind")
-                .and_then(Value::as_str)
-                .is_some_and(|k| k != "Pod")
-            {
-                return Err(input("the AdmissionReview's object is not a Pod".into()));
-            }
-            Ok((object, ns))
-        }
+        Some("AdmissionReview") => Ok(doc),
+        Some("Pod") => Ok(serde_json::json!({
+            "apiVersion": admission::API_VERSION,
+            "kind": admission::KIND,
+            "request": {
+                "uid": "harbor-iam-webhook-mutate",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": doc.pointer("/metadata/namespace"),
+                "operation": "CREATE",
+                "object": doc,
+            },
+        })),
         Some(kind) => Err(input(format!(
             "expected a Pod or an AdmissionReview, got kind {kind}"
         ))),
@@ -153,7 +144,8 @@ fn pod_of(doc: Value, path: &str) -> Result<(Value, Option<String>), CliError> {
     }
 }
 
-/// Run `mutate`: print the result to `out`, warnings to stderr.
+/// Run `mutate`: answer the review exactly as the server's `/mutate` does, then print the
+/// result to `out`, warnings to stderr.
 pub fn run(args: &MutateArgs, out: &mut impl std::io::Write) -> Result<Finished, CliError> {
     let config = args.engine.to_config()?;
     let facts = load_facts(&args.facts)?;
@@ -168,27 +160,51 @@ pub fn run(args: &MutateArgs, out: &mut impl std::io::Write) -> Result<Finished,
             ),
         });
     }
-    let (mut object, namespace) = pod_of(docs.remove(0), &path)?;
-    let object_json = serde_json::to_string(&object).expect("a JSON value always serialises");
-    let eval = admission::evaluate(&object_json, namespace.as_deref(), &config, &facts);
-    for w in &eval.warnings {
+    let review = review_of(docs.remove(0), &path)?;
+    let input = |message: String| CliError::Input {
+        path: path.clone(),
+        message,
+    };
+    let body = serde_json::to_vec(&review).expect("a JSON value always serialises");
+    let (answer, summary) = admission::review(&body, Endpoint::Mutate, &config, &facts)
+        .map_err(|e| input(e.to_string()))?;
+    let response = answer.response;
+    for w in &response.warnings {
         eprintln!("warning: {w}");
     }
-    if let Some(message) = eval.denial {
+    if !response.allowed {
+        let message = response.status.map(|s| s.message).unwrap_or_default();
+        if summary.decision == Some(Decision::Invalid) {
+            return Err(input(message));
+        }
         return Ok(Finished::Denied(message));
     }
-    if eval.decision == Decision::Skipped {
-        eprintln!("left unchanged: {}", eval.reason);
+    if summary.decision == Some(Decision::Skipped) {
+        eprintln!("left unchanged: {}", summary.reason.as_str());
     }
+    let patch: json_patch::Patch = match &response.patch {
+        None => json_patch::Patch(vec![]),
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or_else(|| {
+                CliError::Write("the response's patch does not decode (a bug)".into())
+            })?,
+    };
     let write_err = |e: String| CliError::Write(e);
     match args.output {
         Output::Patch => {
-            serde_json::to_writer_pretty(&mut *out, &eval.patch)
+            serde_json::to_writer_pretty(&mut *out, &patch)
                 .map_err(|e| write_err(e.to_string()))?;
             writeln!(out).map_err(|e| write_err(e.to_string()))?;
         }
         Output::Json | Output::Yaml => {
-            json_patch::patch(&mut object, &eval.patch).map_err(|e| {
+            let mut object = review
+                .pointer("/request/object")
+                .cloned()
+                .unwrap_or(Value::Null);
+            json_patch::patch(&mut object, &patch).map_err(|e| {
                 write_err(format!(
                     "the patch does not apply to the input (a bug): {e}"
                 ))

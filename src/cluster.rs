@@ -17,8 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
-use crate::admission::Needs;
 use crate::facts::Facts;
+use crate::facts::Needs;
 use crate::metrics::{LookupCounters, LookupLabels};
 
 /// `None`: the object does not exist.

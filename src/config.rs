@@ -399,8 +399,8 @@ impl EngineArgs {
 }
 
 impl ServeArgs {
-    pub fn serve_options(&self) -> crate::server::ServeOptions {
-        crate::server::ServeOptions {
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
             limits: self.limits(),
             drain_delay: Duration::from_secs(self.drain_delay_seconds),
             max_connections: self.max_connections.max(1),
@@ -414,6 +414,29 @@ impl ServeArgs {
             request_timeout: Duration::from_secs(self.request_timeout_seconds),
             handshake_timeout: Duration::from_secs(self.handshake_timeout_seconds),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_seconds),
+        }
+    }
+}
+
+/// How the listener behaves beyond the per-request limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    pub limits: Limits,
+    /// After the shutdown signal: keep serving this long, unready, telling clients to go
+    /// elsewhere (`Connection: close`, HTTP/2 GOAWAY), before the listener closes.
+    pub drain_delay: Duration,
+    /// Connections served at once; beyond, requests get 503 and the connection is closed.
+    pub max_connections: usize,
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            limits: Limits::default(),
+            drain_delay: Duration::ZERO,
+            max_connections: 1024,
+            max_concurrent_streams: 250,
         }
     }
 }

@@ -3,7 +3,67 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
+
+use crate::mutate::{Component, MutateConfig};
+
+/// What a pod refers to that cluster facts can answer: its namespace, the ServiceAccounts the
+/// decision depends on and the ConfigMaps its containers read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub namespace: Option<String>,
+    pub service_accounts: Vec<String>,
+    pub config_maps: Vec<String>,
+    /// Of `service_accounts`, the one the pod would be switched to: the only fact whose
+    /// absence (or missing role) denies the pod. The pod's own account and the ConfigMaps
+    /// only change what is injected.
+    pub target_service_account: String,
+}
+
+impl Needs {
+    pub fn of(pod: &Pod, component: Component, config: &MutateConfig) -> Self {
+        let target_service_account = config.service_account_for(component).to_owned();
+        let own = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|s| !s.is_empty());
+        let mut service_accounts = vec![
+            target_service_account.clone(),
+            own.unwrap_or_else(|| "default".into()),
+        ];
+        let containers = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers));
+        let mut config_maps = Vec::new();
+        for c in containers {
+            let env_from = c.env_from.iter().flatten();
+            config_maps
+                .extend(env_from.filter_map(|s| Some(s.config_map_ref.as_ref()?.name.clone())));
+            config_maps.extend(c.env.iter().flatten().filter_map(|e| {
+                Some(
+                    e.value_from
+                        .as_ref()?
+                        .config_map_key_ref
+                        .as_ref()?
+                        .name
+                        .clone(),
+                )
+            }));
+        }
+        service_accounts.sort();
+        service_accounts.dedup();
+        config_maps.sort();
+        config_maps.dedup();
+        Needs {
+            namespace: pod.metadata.namespace.clone(),
+            service_accounts,
+            config_maps,
+            target_service_account,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Facts {

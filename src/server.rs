@@ -1,7 +1,7 @@
-//! The HTTPS server: hyper-util's auto (HTTP/1.1 + HTTP/2) builder over tokio-rustls, with a
-//! drain phase on shutdown. A `POST` to `/mutate` or `/validate` goes straight to
-//! `serve_review` (body limit, timeout, [`admission::review`], log line, metrics); everything
-//! else goes through a small axum router, which also routes the reviews when driven alone.
+//! The HTTPS server: hyper-util's auto (HTTP/1.1 + HTTP/2) builder over tokio-rustls, every
+//! request through one axum [`router`], and a drain phase on shutdown. A review is read (at
+//! most `--max-body-bytes`), answered by [`admission`] with the facts it needs, logged in one
+//! line and counted, all within `--request-timeout-seconds`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,33 +9,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::BoxError;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderValue, Method, Request, StatusCode, Version, header};
+use axum::http::{HeaderValue, Request, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{get, post};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
-mod replay;
-
-use replay::Replay;
-
-use crate::admission::{self, Decision, ReviewError, ReviewStep, Summary};
+use crate::admission::{self, Answer, Decision, Endpoint, ReviewError, Step};
 use crate::cluster::ClusterFacts;
-use crate::config::Limits;
+use crate::config::{Limits, ServeOptions};
 use crate::facts::Facts;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::mutate::MutateConfig;
@@ -83,15 +78,23 @@ impl AppState {
     }
 }
 
-/// The routes, public so tests can drive them without a socket. [`serve`] answers a `POST` to
-/// a review endpoint without going through them (`Endpoint::of`); they answer it the same way
-/// when driven alone, and answer everything else (health, readiness, a wrong method or path).
+/// The routes, public so tests can drive them without a socket.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route(Endpoint::Mutate.path(), Endpoint::Mutate.route())
-        .route(Endpoint::Validate.path(), Endpoint::Validate.route())
+        .route(
+            "/mutate",
+            post(|State(app), body: Body| async move {
+                serve_review(app, Endpoint::Mutate, body).await
+            }),
+        )
+        .route(
+            "/validate",
+            post(|State(app), body: Body| async move {
+                serve_review(app, Endpoint::Validate, body).await
+            }),
+        )
         .with_state(state)
 }
 
@@ -128,63 +131,17 @@ fn client_error(status: StatusCode, message: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// A review endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
-    Mutate,
-    Validate,
-}
-
-impl Endpoint {
-    /// The endpoint a request is for: a `POST` to `/mutate` or `/validate`.
-    fn of<B>(req: &Request<B>) -> Option<Self> {
-        if req.method() != Method::POST {
-            return None;
-        }
-        [Endpoint::Mutate, Endpoint::Validate]
-            .into_iter()
-            .find(|e| e.path() == req.uri().path())
-    }
-
-    fn path(self) -> &'static str {
-        match self {
-            Endpoint::Mutate => "/mutate",
-            Endpoint::Validate => "/validate",
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        &self.path()[1..]
-    }
-
-    /// The router's route to it (the same handler as [`serve`]'s).
-    fn route(self) -> MethodRouter<Arc<AppState>> {
-        post(
-            move |State(app): State<Arc<AppState>>, req: Request<Body>| async move {
-                serve_review(&app, self, req.into_body()).await
-            },
-        )
-    }
-}
-
-/// Answer a review request whose body is `body`: read it (at most `--max-body-bytes`, else
-/// 413), review it, all within `--request-timeout-seconds` (else 408).
-async fn serve_review<B>(app: &AppState, endpoint: Endpoint, body: B) -> Response
-where
-    B: hyper::body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
+/// Answer a review request: read the body (at most `--max-body-bytes`, else 413), review it,
+/// all within `--request-timeout-seconds` (else 408).
+async fn serve_review(app: Arc<AppState>, endpoint: Endpoint, body: Body) -> Response {
     let answer = async {
-        let body = match read_body(app, body).await {
+        let body = match read_body(&app, body).await {
             Ok(b) => b,
             Err((status, message)) => return client_error(status, message),
         };
         let started = Instant::now();
-        let result = match endpoint {
-            Endpoint::Mutate => mutate(app, &body).await,
-            Endpoint::Validate => admission::validate_review(&body, &app.config),
-        };
-        respond(app, endpoint.as_str(), started, result)
+        let result = review(&app, endpoint, &body).await;
+        respond(&app, endpoint, started, result)
     };
     match tokio::time::timeout(app.limits.request_timeout, answer).await {
         Ok(res) => res,
@@ -200,12 +157,22 @@ where
     }
 }
 
+/// A review, answered at once or once the cluster facts it needs are known.
+async fn review(app: &AppState, endpoint: Endpoint, body: &[u8]) -> Result<Answer, ReviewError> {
+    Ok(match admission::start(body, endpoint, &app.config)? {
+        Step::Answered(answer) => answer,
+        Step::Pending(pending) => match app.cluster_facts() {
+            Some(cluster) => {
+                let facts = cluster.facts_for(pending.needs()).await;
+                pending.finish(&app.config, &facts)
+            }
+            None => pending.finish(&app.config, &app.facts),
+        },
+    })
+}
+
 /// The body, or the status and message that refuse it.
-async fn read_body<B>(app: &AppState, body: B) -> Result<Bytes, (StatusCode, String)>
-where
-    B: hyper::body::Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
+async fn read_body(app: &AppState, body: Body) -> Result<Bytes, (StatusCode, String)> {
     let err = match Limited::new(body, app.limits.max_body_bytes)
         .collect()
         .await
@@ -236,10 +203,11 @@ where
 /// One log line and the metrics for a review, then the response.
 fn respond(
     app: &AppState,
-    endpoint: &'static str,
+    endpoint: Endpoint,
     started: Instant,
-    result: Result<(admission::ReviewOut, Summary), ReviewError>,
+    result: Result<Answer, ReviewError>,
 ) -> Response {
+    let endpoint = endpoint.as_str();
     match result {
         Ok((review, s)) => {
             let decision = s.decision.unwrap_or(Decision::Invalid);
@@ -259,12 +227,12 @@ fn respond(
                 operation = %s.operation,
                 component,
                 decision = decision.as_str(),
-                reason = s.reason,
+                reason = s.reason.as_str(),
                 patch_ops = s.patch_ops,
                 latency_us = elapsed.as_micros() as u64,
                 "review"
             );
-            json_response(&review)
+            axum::Json(review).into_response()
         }
         Err(err) => {
             let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
@@ -279,75 +247,11 @@ fn respond(
     }
 }
 
-/// `review` as a JSON response ([`admission::ReviewOut::to_json`]).
-fn json_response(review: &admission::ReviewOut) -> Response {
-    match review.to_json() {
-        Ok(body) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            body,
-        )
-            .into_response(),
-        Err(err) => {
-            error!(error = %err, "cannot serialise a review response");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
-}
-
-/// A mutating review: decided at once, or once the cluster facts it needs are known.
-async fn mutate(
-    app: &AppState,
-    body: &[u8],
-) -> Result<(admission::ReviewOut, Summary), ReviewError> {
-    Ok(match admission::start(body, &app.config)? {
-        ReviewStep::Answered(out, s) => (out, s),
-        ReviewStep::Pending(pending) => match app.cluster_facts() {
-            Some(cluster) => {
-                // Boxed: the lookup's future (the API calls' state) would otherwise sit inline in
-                // every review's future, which is copied per request.
-                let facts = Box::pin(cluster.facts_for(pending.needs())).await;
-                pending.finish(&app.config, &facts)
-            }
-            None => pending.finish(&app.config, &app.facts),
-        },
-    })
-}
-
-/// The most read from a new connection before rustls takes over. A ClientHello with an
-/// ML-KEM key share is about 1.8 KB.
-const FIRST_READ_BYTES: usize = 4096;
-
 /// A server-side TLS connection.
-type TlsStream = tokio_rustls::server::TlsStream<Replay<TcpStream>>;
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// A plain-HTTP request on the TLS port gets a readable answer instead of a reset.
 const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 56\r\n\r\nthis port speaks HTTPS only: use https:// to reach it.\r\n";
-
-/// How the listener behaves beyond the per-request limits.
-#[derive(Debug, Clone, Copy)]
-pub struct ServeOptions {
-    pub limits: Limits,
-    /// After the shutdown signal: keep serving this long, unready, telling clients to go
-    /// elsewhere (`Connection: close`, HTTP/2 GOAWAY), before the listener closes.
-    pub drain_delay: Duration,
-    /// Connections served at once; beyond, requests get 503 and the connection is closed.
-    pub max_connections: usize,
-    pub max_concurrent_streams: u32,
-}
-
-impl Default for ServeOptions {
-    fn default() -> Self {
-        ServeOptions {
-            limits: Limits::default(),
-            drain_delay: Duration::ZERO,
-            max_connections: 1024,
-            max_concurrent_streams: 250,
-        }
-    }
-}
 
 /// Shared by the accept loop and every connection task.
 struct Shared {
@@ -514,18 +418,16 @@ impl Shared {
         None
     }
 
-    /// The client's first bytes: a TLS record goes on to rustls, with those bytes in front of
-    /// the socket (read, not peeked: one `recvfrom` fewer per connection); plain HTTP gets a
+    /// A connection whose first byte starts a TLS record goes on to rustls; plain HTTP gets a
     /// readable 400.
-    async fn first_bytes(&self, mut tcp: TcpStream, peer: SocketAddr) -> Option<Replay<TcpStream>> {
+    async fn first_bytes(&self, tcp: TcpStream, peer: SocketAddr) -> Option<TcpStream> {
         // Without TCP_NODELAY HTTP/2 responses stall on Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        // A whole ClientHello in one read, post-quantum key shares included.
-        let mut first = Vec::with_capacity(FIRST_READ_BYTES);
-        tcp.read_buf(&mut first).await.ok()?;
-        match first.first() {
-            Some(0x16) => Some(Replay::new(first, tcp)),
-            Some(b) if b.is_ascii_uppercase() => {
+        let mut first = [0u8; 1];
+        match tcp.peek(&mut first).await {
+            Ok(1) if first[0] == 0x16 => Some(tcp),
+            Ok(1) if first[0].is_ascii_uppercase() => {
+                let mut tcp = tcp;
                 self.state.metrics.error(ErrorKind::PlainHttp);
                 debug!(%peer, "plain HTTP on the TLS port");
                 let _ = tcp.write_all(PLAIN_HTTP_ANSWER).await;
@@ -553,18 +455,13 @@ impl Shared {
                 let shared = shared.clone();
                 async move {
                     let http1 = req.version() < Version::HTTP_2;
-                    // A review goes straight to its handler: through the router, its dispatch,
-                    // boxing and layers cost about 5 µs per review, more than TLS does (README,
-                    // Performance).
-                    let mut res = if !admitted {
+                    let mut res = if admitted {
+                        shared.app.clone().oneshot(req.map(Body::new)).await?
+                    } else {
                         client_error(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "too many connections to the webhook; retry".into(),
                         )
-                    } else if let Some(endpoint) = Endpoint::of(&req) {
-                        serve_review(&shared.state, endpoint, req.into_body()).await
-                    } else {
-                        shared.app.clone().oneshot(req.map(Body::new)).await?
                     };
                     if http1 && (!admitted || *shared.draining.borrow()) {
                         res.headers_mut()

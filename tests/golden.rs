@@ -16,7 +16,7 @@ fn render(eval: &Evaluation) -> String {
     let mut out = format!(
         "decision: {}\nreason: {}\n",
         eval.decision.as_str(),
-        eval.reason
+        eval.reason.as_str()
     );
     out += "patch:\n";
     for op in &eval.patch.0 {

@@ -176,7 +176,7 @@ async fn certificate_rotation_under_load_fails_no_request() {
         tls_config,
         app,
         state,
-        server::ServeOptions::default(),
+        harbor_iam_webhook::config::ServeOptions::default(),
         async {
             let _ = stopped.await;
         },

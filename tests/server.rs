@@ -499,14 +499,16 @@ async fn text_logs_to_a_file_carry_no_escape_sequences() {
 
 /// [`start_with`] the default options but `limits`.
 async fn start_with_limits(limits: Limits) -> (TestServer, Arc<server::AppState>) {
-    start_with(server::ServeOptions {
+    start_with(harbor_iam_webhook::config::ServeOptions {
         limits,
         ..Default::default()
     })
     .await
 }
 
-async fn start_with(options: server::ServeOptions) -> (TestServer, Arc<server::AppState>) {
+async fn start_with(
+    options: harbor_iam_webhook::config::ServeOptions,
+) -> (TestServer, Arc<server::AppState>) {
     install_provider();
     let dev = tls::dev_certificate(&["localhost", "127.0.0.1"]).unwrap();
     let tls_config = tls::server_config(tls::CertResolver::new(
@@ -570,7 +572,7 @@ where
 
 #[tokio::test]
 async fn too_many_connections_get_503() {
-    let options = server::ServeOptions {
+    let options = harbor_iam_webhook::config::ServeOptions {
         max_connections: 1,
         ..Default::default()
     };

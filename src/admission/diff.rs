@@ -32,8 +32,6 @@ pub struct EngineFields {
     containers: Vec<ContainerFields>,
     /// `None` where the pod has no `initContainers`.
     init_containers: Option<Vec<ContainerFields>>,
-    /// Volumes of the pod that `spec.volumes` leaves out, all before any the engine adds.
-    hidden_volumes: usize,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -75,41 +73,7 @@ impl EngineFields {
             init_containers: spec
                 .and_then(|s| s.init_containers.as_ref())
                 .map(|cs| cs.iter().map(ContainerFields::of).collect()),
-            hidden_volumes: 0,
         }
-    }
-
-    /// The fields of a projected pod whose `spec.volumes` leaves out `n` of its volumes
-    /// ([`super::projection::Projected`]): a volume the engine adds goes after them, and its
-    /// index in the patch counts them.
-    pub fn with_hidden_volumes(self, n: usize) -> Self {
-        EngineFields {
-            hidden_volumes: n,
-            ..self
-        }
-    }
-}
-
-impl EngineFields {
-    /// Whether `after`, the pod as the engine left it, kept the pod's containers (same
-    /// number, so [`edits`] writes each field by field) and its volumes (unchanged, in order,
-    /// new ones only after them). The engine never does otherwise. On a projected pod
-    /// ([`super::projection`]) anything else would write a partial container or volume, so
-    /// this is checked rather than trusted.
-    pub fn kept_whole(&self, after: &Pod) -> bool {
-        let (Some(was), Some(spec)) = (&self.spec, &after.spec) else {
-            // A spec written where there was none, or dropped: nothing read is written.
-            return true;
-        };
-        let volumes_kept = match (&was.volumes, &spec.volumes) {
-            (None, _) => true,
-            (Some(before), Some(after)) => after.starts_with(before),
-            (Some(_), None) => false,
-        };
-        self.containers.len() == spec.containers.len()
-            && self.init_containers.as_ref().map(Vec::len)
-                == spec.init_containers.as_ref().map(Vec::len)
-            && volumes_kept
     }
 }
 
@@ -176,7 +140,7 @@ pub fn edits(before: &EngineFields, after: &Pod) -> Result<Patch, Error> {
         || name("volumes"),
         &was.volumes,
         &spec.volumes,
-        |p, path, b, a| p.items_after(path, before.hidden_volumes, b, a),
+        seq,
         &mut gone,
     )?;
     p.remove_all(gone);
@@ -452,16 +416,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use k8s_openapi::api::core::v1::PodSpec;
-    use serde::Serialize;
 
     use super::*;
-
-    fn reference<T: Serialize>(a: &T, b: &T) -> Patch {
-        json_patch::diff(
-            &serde_json::to_value(a).unwrap(),
-            &serde_json::to_value(b).unwrap(),
-        )
-    }
 
     /// Cluster facts under which the engine also injects web identity (volumes, mounts, env).
     fn irsa_facts() -> crate::facts::Facts {
@@ -579,106 +535,6 @@ mod tests {
                 .push(Container::default())
         },
     ];
-
-    /// `pod` with a web identity token volume of its own, before its other volumes: the one
-    /// volume the projection keeps (`super::projection::VOLUMES_READ`), among hidden ones.
-    fn with_token_volume_first(mut pod: Pod) -> Pod {
-        if let Some(spec) = &mut pod.spec {
-            let token = Volume {
-                name: crate::consts::EKS_TOKEN_VOLUME.into(),
-                projected: Some(Default::default()),
-                ..Default::default()
-            };
-            spec.volumes.get_or_insert_with(Vec::new).insert(0, token);
-        }
-        pod
-    }
-
-    /// A review reads the projection of a pod, not the pod (`super::projection`); its answer
-    /// for every fixture, as rendered and with a token volume of its own, is what the engine
-    /// says of the whole typed pod.
-    #[test]
-    fn every_fixture_pod_is_answered_from_its_projection_as_from_the_whole() {
-        let config = crate::mutate::MutateConfig::new("eu-west-1");
-        let mut mutated = 0;
-        let pods = fixture_pods()
-            .into_iter()
-            .flat_map(|p| [p.clone(), with_token_volume_first(p)]);
-        for pod in pods {
-            for facts in [crate::facts::Facts::default(), irsa_facts()] {
-                let json = serde_json::to_string(&pod).unwrap();
-                let eval = crate::admission::evaluate(&json, Some("harbor"), &config, &facts);
-                let mut whole = pod.clone();
-                if whole.metadata.namespace.is_none() {
-                    whole.metadata.namespace = Some("harbor".into());
-                }
-                match crate::mutate::mutate(&whole, &config, &facts) {
-                    Err(_) => assert!(eval.denial.is_some()),
-                    Ok(m) => {
-                        assert_eq!(eval.patch, reference(&whole, &m.pod));
-                        let said: Vec<String> = m
-                            .warnings
-                            .iter()
-                            .map(|w| format!("{}{w}", super::super::WARNING_PREFIX))
-                            .collect();
-                        assert_eq!(eval.warnings, said);
-                        mutated += usize::from(!eval.patch.0.is_empty());
-                    }
-                }
-            }
-        }
-        assert!(mutated >= 40, "{mutated} fixture pods mutated");
-    }
-
-    /// Only edits the engine makes pass: containers kept, volumes kept with new ones after.
-    #[test]
-    fn kept_whole_refuses_edits_a_projection_cannot_write() {
-        use k8s_openapi::api::core::v1::Volume;
-        let volume_changes: &[SpecEdit] = &[
-            |s| {
-                let vs = s.volumes.get_or_insert_with(Vec::new);
-                vs.insert(0, vs.first().cloned().unwrap_or_default());
-                vs[0].name = "new".into();
-            },
-            |s| {
-                if let Some(v) = s.volumes.as_mut().and_then(|v| v.first_mut()) {
-                    v.empty_dir = Some(Default::default());
-                }
-            },
-            |s| {
-                s.volumes.as_mut().map(Vec::pop);
-            },
-            |s| s.volumes = None,
-        ];
-        let refused = CONTAINER_CHANGES.iter().chain(volume_changes);
-        let kept: &[SpecEdit] = &[
-            |s| {
-                s.volumes
-                    .get_or_insert_with(Vec::new)
-                    .push(Volume::default())
-            },
-            |s| s.containers.iter_mut().for_each(|c| c.env = None),
-            |s| s.service_account_name = Some("x".into()),
-        ];
-        let mut refusals = 0;
-        for pod in fixture_pods().into_iter().filter(|p| p.spec.is_some()) {
-            let before = EngineFields::of(&pod);
-            for (i, edit) in refused.clone().enumerate() {
-                let mut edited = pod.clone();
-                edit(edited.spec.as_mut().unwrap());
-                if edited != pod {
-                    assert!(!before.kept_whole(&edited), "refused edit {i}");
-                    refusals += 1;
-                }
-            }
-            for (i, edit) in kept.iter().enumerate() {
-                let mut edited = pod.clone();
-                edit(edited.spec.as_mut().unwrap());
-                assert!(before.kept_whole(&edited), "kept edit {i}");
-            }
-        }
-        assert!(refusals >= 40, "{refusals} refusals checked");
-    }
 
     /// Edits of every kind the engine makes and the pruning could get wrong, each on every
     /// fixture pod, alone and two at once, both ways.
