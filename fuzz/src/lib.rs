@@ -4,7 +4,7 @@
 //! The checks panic (that is how libFuzzer learns of a finding); their messages say which
 //! property broke.
 
-use harbor_iam_webhook::admission::{Begin, Decision, Evaluation, begin, evaluate};
+use harbor_iam_webhook::admission::{self, Decision, Endpoint, Evaluation, Step, evaluate};
 use harbor_iam_webhook::facts::{Facts, SaFact};
 use harbor_iam_webhook::mutate::effective::{Env, Value as Effective};
 use harbor_iam_webhook::mutate::sslmode::is_strong;
@@ -194,7 +194,7 @@ fn service_accounts() -> Vec<(&'static str, Option<Value>)> {
 
 /// The facts of `choice`, only those named in `keep` when given (as a server that fetches
 /// what a pod needs would have them).
-pub fn facts_of(choice: FactsChoice, keep: Option<&harbor_iam_webhook::admission::Needs>) -> Facts {
+pub fn facts_of(choice: FactsChoice, keep: Option<&harbor_iam_webhook::facts::Needs>) -> Facts {
     let mut f = Facts::default();
     if choice == FactsChoice::None {
         return f;
@@ -470,11 +470,16 @@ impl Case<'_> {
         patched
     }
 
-    /// `begin` names what the decision depends on: with only those facts (as the server
+    /// `start` names what the decision depends on: with only those facts (as the server
     /// fetches them), `finish` says exactly what `evaluate` with all of them said.
     fn check_two_phases(&self, eval: &Evaluation) {
-        let Begin::Candidate(candidate) =
-            begin(&self.object.to_string(), self.namespace, self.config)
+        let body = serde_json::json!({
+            "apiVersion": admission::API_VERSION, "kind": admission::KIND,
+            "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "operation": "CREATE", "namespace": self.namespace, "object": self.object},
+        });
+        let body = serde_json::to_vec(&body).expect("JSON values serialise");
+        let Ok(Step::Pending(candidate)) = admission::start(&body, Endpoint::Mutate, self.config)
         else {
             return;
         };
@@ -488,18 +493,28 @@ impl Case<'_> {
         if self.facts_choice == FactsChoice::AllComplete {
             only_needed.set_service_accounts_complete(true);
         }
-        let narrow = candidate.finish(self.config, &only_needed);
+        let (narrow, summary) = candidate.finish(self.config, &only_needed);
+        let r = narrow.response;
+        let denial = r.status.map(|s| s.message);
+        let patch = r.patch.map(|p| {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(p)
+                .expect("base64");
+            serde_json::from_slice::<json_patch::Patch>(&bytes).expect("a JSON Patch")
+        });
+        let eval_patch = (!eval.patch.0.is_empty()).then(|| eval.patch.clone());
         assert_eq!(
             (
-                &narrow.patch,
-                narrow.decision,
-                &narrow.warnings,
-                &narrow.denial,
-                &narrow.audit
+                &patch,
+                summary.decision,
+                &r.warnings,
+                &denial,
+                &r.audit_annotations
             ),
             (
-                &eval.patch,
-                eval.decision,
+                &eval_patch,
+                Some(eval.decision),
                 &eval.warnings,
                 &eval.denial,
                 &eval.audit
@@ -616,9 +631,10 @@ impl Case<'_> {
                 let now = Env::of(&a, ns, self.facts).get(var);
                 match (&was, &now) {
                     (Some(Effective::Unknown { .. }), Some(Effective::Unknown { .. })) => {}
-                    (Some(Effective::Known { value: w, .. }), Some(Effective::Known { value: n, .. }))
-                        if is_strong(w) =>
-                    {
+                    (
+                        Some(Effective::Known { value: w, .. }),
+                        Some(Effective::Known { value: n, .. }),
+                    ) if is_strong(w) => {
                         assert_eq!(w, n, "{var}: a strong sslmode was changed")
                     }
                     // Weak, absent, or unknown until our blank of a password it copies.
@@ -815,9 +831,13 @@ pub fn mutate_target(input: &PodInput) {
     };
     if let Some(expected) = expected {
         assert_eq!(
-            got, expected,
+            got,
+            expected,
             "decision {:?} ({}), expected {expected:?}; denial {:?}; warnings {:?}",
-            eval.decision, eval.reason, eval.denial, eval.warnings
+            eval.decision,
+            eval.reason.as_str(),
+            eval.denial,
+            eval.warnings
         );
     }
     if got == Expect::Applied {

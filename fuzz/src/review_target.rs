@@ -4,7 +4,15 @@ use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use base64::Engine as _;
-use harbor_iam_webhook::admission::{ReviewOut, evaluate, review, validate_review};
+use harbor_iam_webhook::admission::{Answer, Endpoint, ReviewError, ReviewOut, evaluate};
+
+fn review(data: &[u8], config: &MutateConfig, facts: &Facts) -> Result<Answer, ReviewError> {
+    harbor_iam_webhook::admission::review(data, Endpoint::Mutate, config, facts)
+}
+
+fn validate_review(data: &[u8], config: &MutateConfig) -> Result<Answer, ReviewError> {
+    harbor_iam_webhook::admission::review(data, Endpoint::Validate, config, &Facts::default())
+}
 use harbor_iam_webhook::facts::Facts;
 use harbor_iam_webhook::mutate::MutateConfig;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
