@@ -126,7 +126,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let info = tls::cert_info(&resolver.current());
     if let Some(i) = &info {
-        info!(serial = %i.serial, subject = %i.subject, not_after = i.not_after, "serving certificate");
+        info!(serial = %i.serial, subject = %i.subject, expires = %i.expires, "serving certificate");
     }
     state.metrics.certificate(info.map(|i| i.not_after), None);
     if let Some(files) = files {
@@ -139,7 +139,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             move |outcome| match outcome {
                 tls::Reload::Reloaded(info) => {
                     if let Some(i) = info {
-                        info!(serial = %i.serial, subject = %i.subject, not_after = i.not_after, "serving certificate reloaded");
+                        info!(serial = %i.serial, subject = %i.subject, expires = %i.expires, "serving certificate reloaded");
                     }
                     state
                         .metrics

@@ -137,6 +137,8 @@ pub struct CertInfo {
     pub subject: String,
     /// Seconds since the Unix epoch.
     pub not_after: i64,
+    /// `not_after` as a date, for people (`Dec  7 02:27:00 2027 +00:00`).
+    pub expires: String,
 }
 
 pub fn cert_info(ck: &CertifiedKey) -> Option<CertInfo> {
@@ -146,6 +148,7 @@ pub fn cert_info(ck: &CertifiedKey) -> Option<CertInfo> {
         serial: cert.raw_serial_as_string(),
         subject: cert.subject().to_string(),
         not_after: cert.validity().not_after.timestamp(),
+        expires: cert.validity().not_after.to_string(),
     })
 }
 
@@ -295,6 +298,10 @@ mod tests {
         let ck = id.certified_key().unwrap();
         let info = cert_info(&ck).unwrap();
         assert!(info.not_after > 1_700_000_000, "{info:?}");
+        // The date a person reads, the same instant as the timestamp.
+        let parsed = x509_parser::time::ASN1Time::from_timestamp(info.not_after).unwrap();
+        assert_eq!(info.expires, parsed.to_string(), "{info:?}");
+        assert!(info.expires.ends_with("+00:00"), "{info:?}");
         assert!(server_config(CertResolver::new(ck)).is_ok());
     }
 

@@ -1,9 +1,5 @@
 //! The mutation engine: a Pod in, the Pod switched to RDS IAM auth (plus warnings) out.
 //! Pure: no I/O, no clock, no logging. Whatever it needs from the cluster arrives as [`Facts`].
-//!
-//! Messages on the common path (warnings, audit annotations) are joined with `concat`, not
-//! `format!`: `core::fmt` was a large share of a review's mispredicted branches (README,
-//! Performance). Rare ones (denials, a value the engine replaced) keep `format!`.
 
 mod component;
 mod database_url;
