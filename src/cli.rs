@@ -56,19 +56,147 @@ fn read_input(path: &Path) -> Result<String, CliError> {
     Ok(text)
 }
 
-/// The non-empty YAML documents of `text` (JSON is YAML too).
+/// The non-empty YAML documents of `text` (JSON is YAML too). Aliases and `<<` merge keys
+/// are resolved as kubectl's reader resolves them, so the engine sees every entry the API
+/// server would get (a password a merge carries included).
 fn documents(text: &str, path: &str) -> Result<Vec<Value>, CliError> {
+    let parse = |message: String| CliError::Parse {
+        path: path.into(),
+        message,
+    };
     let mut docs = Vec::new();
+    // JSON is read as JSON, as kubectl does: a YAML reader refuses some characters JSON allows
+    // unescaped (DEL, C1 controls).
+    if text.trim_start().starts_with('{') {
+        for doc in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
+            docs.push(doc.map_err(|e| parse(e.to_string()))?);
+        }
+        return Ok(docs);
+    }
     for doc in serde_yaml_ng::Deserializer::from_str(text) {
-        let value = Value::deserialize(doc).map_err(|e| CliError::Parse {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
+        let mut yaml = serde_yaml_ng::Value::deserialize(doc).map_err(|e| parse(e.to_string()))?;
+        yaml.apply_merge().map_err(|e| parse(e.to_string()))?;
+        let value: Value = serde_yaml_ng::from_value(yaml).map_err(|e| parse(e.to_string()))?;
         if !value.is_null() {
             docs.push(value);
         }
     }
     Ok(docs)
+}
+
+/// `value` as block YAML that every reader takes back unchanged, kubectl's included
+/// (`sigs.k8s.io/yaml`, which follows YAML 1.1: `on`, `y`, `1_000`, `0o17` are not strings
+/// there). A string is written plain only when it can be nothing but a string; any other is
+/// double-quoted.
+pub fn to_yaml(value: &Value) -> String {
+    let mut out = String::new();
+    yaml_block(&mut out, value, 0);
+    out
+}
+
+/// A collection in block style, each entry on a line of its own at `indent`.
+fn yaml_block(out: &mut String, value: &Value, indent: usize) {
+    let pad = |out: &mut String, n: usize| out.extend(std::iter::repeat_n(' ', n));
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (k, v) in map {
+                pad(out, indent);
+                out.push_str(&yaml_string(k));
+                out.push(':');
+                yaml_after(out, v, indent);
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            for v in items {
+                pad(out, indent);
+                out.push('-');
+                match v {
+                    // The item's first key on the dash's line, the others under it.
+                    Value::Object(map) if !map.is_empty() => {
+                        for (i, (k, x)) in map.iter().enumerate() {
+                            pad(out, if i == 0 { 1 } else { indent + 2 });
+                            out.push_str(&yaml_string(k));
+                            out.push(':');
+                            yaml_after(out, x, indent + 2);
+                        }
+                    }
+                    Value::Array(a) if !a.is_empty() => {
+                        out.push('\n');
+                        yaml_block(out, v, indent + 2);
+                    }
+                    _ => yaml_after(out, v, indent),
+                }
+            }
+        }
+        _ => {
+            pad(out, indent);
+            out.push_str(&yaml_flow(value));
+            out.push('\n');
+        }
+    }
+}
+
+/// What follows `key:` or `-`: a scalar on the same line, or a collection on the next ones.
+fn yaml_after(out: &mut String, value: &Value, indent: usize) {
+    match value {
+        Value::Object(m) if !m.is_empty() => {
+            out.push('\n');
+            yaml_block(out, value, indent + 2);
+        }
+        Value::Array(a) if !a.is_empty() => {
+            out.push('\n');
+            yaml_block(out, value, indent);
+        }
+        _ => {
+            out.push(' ');
+            out.push_str(&yaml_flow(value));
+            out.push('\n');
+        }
+    }
+}
+
+fn yaml_flow(value: &Value) -> String {
+    match value {
+        Value::String(s) => yaml_string(s),
+        Value::Object(_) => "{}".into(),
+        Value::Array(_) => "[]".into(),
+        // null, booleans and numbers are written as JSON writes them, which YAML reads alike.
+        other => other.to_string(),
+    }
+}
+
+/// A string plain when it starts with a letter, holds only letters, digits and `_-./`, and is
+/// no YAML 1.1 boolean or null; otherwise double-quoted, with every character a reader could
+/// take for a line break or refuse as a control character escaped.
+fn yaml_string(s: &str) -> String {
+    const WORDS: &[&str] = &["y", "n", "yes", "no", "on", "off", "true", "false", "null"];
+    let plain = s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./".contains(c))
+        && !WORDS.contains(&s.to_ascii_lowercase().as_str());
+    if plain {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\u{0}'..='\u{1f}'
+            | '\u{7f}'..='\u{9f}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{feff}'
+            | '\u{fffe}'
+            | '\u{ffff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// ConfigMaps and ServiceAccounts from `--facts` files; `List` documents are unwrapped, other
@@ -214,9 +342,7 @@ pub fn run(args: &MutateArgs, out: &mut impl std::io::Write) -> Result<Finished,
                     .map_err(|e| write_err(e.to_string()))?;
                 writeln!(out).map_err(|e| write_err(e.to_string()))?;
             } else {
-                let text =
-                    serde_yaml_ng::to_string(&object).map_err(|e| write_err(e.to_string()))?;
-                out.write_all(text.as_bytes())
+                out.write_all(to_yaml(&object).as_bytes())
                     .map_err(|e| write_err(e.to_string()))?;
             }
         }

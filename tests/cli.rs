@@ -286,3 +286,77 @@ fn service_account_facts_enable_injection_and_denials() {
     );
     assert!(out.status.success());
 }
+
+#[test]
+fn merge_keys_are_resolved_so_a_merged_password_is_blanked() {
+    // A password carried by a `<<` merge of an anchored map: kubectl's reader merges it into
+    // the entry, so must we, or the preview would hide it.
+    let pod = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  generateName: harbor-core-
+  namespace: harbor
+  labels: {app: harbor, component: core}
+spec:
+  containers:
+  - name: core
+    image: goharbor/harbor-core:v2.12.4
+    env:
+    - &secret {name: POSTGRESQL_PASSWORD, value: hunter2}
+    - <<: *secret
+      name: HARBOR_DATABASE_PASSWORD
+"#;
+    let out = mutate(
+        &["-f", "-", "-o", "json", "--aws-region", "eu-west-1"],
+        Some(pod),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(!printed.contains("hunter2"), "{printed}");
+    let pod: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+    for name in ["POSTGRESQL_PASSWORD", "HARBOR_DATABASE_PASSWORD"] {
+        let e = env.iter().find(|e| e["name"] == name).expect(name);
+        assert_eq!(e["value"], "", "{name}: {e}");
+    }
+}
+
+#[test]
+fn the_cli_answers_a_review_as_the_server_does() {
+    let object = common::read_object(&common::fixtures().join("pods/harbor-helm-1.16-core.yaml"));
+    let review = |operation: &str, version: &str| {
+        serde_json::json!({
+            "apiVersion": version, "kind": "AdmissionReview",
+            "request": {"uid": "u", "namespace": "harbor", "operation": operation,
+                        "kind": {"group": "", "version": "v1", "kind": "Pod"}, "object": object}
+        })
+        .to_string()
+    };
+    // An UPDATE is left alone, as the server leaves it.
+    let out = mutate(
+        &["-f", "-", "-o", "patch", "--aws-region", "eu-west-1"],
+        Some(&review("UPDATE", "admission.k8s.io/v1")),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        serde_json::json!([])
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("left unchanged: not-a-pod-create"));
+    // A v1beta1 review is refused, as the server refuses it.
+    let out = mutate(
+        &["-f", "-", "--aws-region", "eu-west-1"],
+        Some(&review("CREATE", "admission.k8s.io/v1beta1")),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admission.k8s.io/v1beta1"));
+}
