@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use crate::facts::{Facts, Needs};
 use crate::mutate::{self, Component, MutateConfig, Outcome, Skip, Target};
 
-mod diff;
+mod patch;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -504,7 +504,6 @@ fn run_engine(
     config: &MutateConfig,
     facts: &Facts,
 ) -> Evaluation {
-    let before = diff::EngineFields::of(&pod);
     let mutation = match mutate::edit(&mut pod, config, facts) {
         Ok(m) => m,
         Err(err) => {
@@ -530,7 +529,7 @@ fn run_engine(
             ..Evaluation::of(reason, mutation.outcome.component())
         };
     }
-    let patch = diff::edits(&before, &pod).expect("a typed Pod always serialises");
+    let patch = patch::of(&mutation.edits);
     let decision = if patch.0.is_empty() {
         Decision::Unchanged
     } else {

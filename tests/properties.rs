@@ -424,6 +424,7 @@ proptest! {
             );
         }
         let (eval, out) = run(&p, &facts);
+        let (p_raw, out_raw) = (p.clone(), out.clone());
         let mut typed: Pod = serde_json::from_value(p).expect("generated pods are pods");
         if typed.metadata.namespace.is_none() {
             typed.metadata.namespace = Some("harbor".into());
@@ -436,6 +437,20 @@ proptest! {
                     patched.metadata.namespace = Some("harbor".into());
                 }
                 prop_assert_eq!(patched, m.pod);
+                // And the patch names every field it changes: what differs between the request
+                // and the patched pod lies under a field one of our operations names (a list's
+                // later entries move when a blank is inserted, so lists count whole).
+                let named: Vec<String> = eval.patch.0.iter().map(|op| {
+                    let path = op.path().to_string();
+                    let list = ["/env", "/volumeMounts", "/volumes", "/annotations"]
+                        .iter()
+                        .find_map(|l| path.find(&format!("{l}/")).map(|at| path[..at + l.len()].to_owned()));
+                    list.unwrap_or(path)
+                }).collect();
+                for op in json_patch::diff(&p_raw, &out_raw).0 {
+                    let path = op.path().to_string();
+                    prop_assert!(named.iter().any(|n| path.starts_with(n.as_str())), "{path} changed, not named by {named:?}");
+                }
                 let said: Vec<String> = m.warnings.iter().map(|w| format!("harbor-iam-webhook: {w}")).collect();
                 prop_assert_eq!(eval.warnings, said);
             }

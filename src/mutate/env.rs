@@ -67,29 +67,75 @@ pub fn describe_source(src: &EnvVarSource) -> String {
     }
 }
 
+/// A change to one container's `env`, as the admission patch writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnvEdit {
+    /// Entry `index` now has `value` and no `valueFrom` (`dropped_value_from`: it had one).
+    Value {
+        index: usize,
+        value: String,
+        dropped_value_from: bool,
+    },
+    /// `entry` added at `index` (the list's length: appended; `new_list`: the list was created).
+    Insert {
+        index: usize,
+        entry: Box<EnvVar>,
+        new_list: bool,
+    },
+}
+
+/// Set entry `index` of `env` to the literal `value`, in place.
+fn set_value(env: &mut [EnvVar], index: usize, value: &str) -> EnvEdit {
+    let e = &mut env[index];
+    let dropped_value_from = e.value_from.take().is_some();
+    e.value = Some(value.to_owned());
+    EnvEdit::Value {
+        index,
+        value: value.to_owned(),
+        dropped_value_from,
+    }
+}
+
+/// Add `entry` to `c`'s env at `index`.
+pub fn insert_env(c: &mut Container, index: usize, entry: EnvVar) -> EnvEdit {
+    let new_list = c.env.is_none();
+    c.env
+        .get_or_insert_with(Vec::new)
+        .insert(index, entry.clone());
+    EnvEdit::Insert {
+        index,
+        entry: Box::new(entry),
+        new_list,
+    }
+}
+
 /// Make `name` end as `value` in `c`: every entry of that name is overwritten in place, but
 /// those `keep` accepts (by index), so that a `$(name)` after any of them sees `value` too; a
-/// missing one is appended. Returns whether an entry of that name existed.
-pub fn set_env(c: &mut Container, name: &str, value: &str, keep: impl Fn(usize) -> bool) -> bool {
-    let mut found = false;
-    for (i, e) in c.env.iter_mut().flatten().enumerate() {
-        if e.name != name {
-            continue;
-        }
-        found = true;
-        if !keep(i) {
-            e.value = Some(value.to_owned());
-            e.value_from = None;
-        }
+/// missing one is appended.
+pub fn set_env(
+    c: &mut Container,
+    name: &str,
+    value: &str,
+    keep: impl Fn(usize) -> bool,
+) -> Vec<EnvEdit> {
+    let env = c.env.as_deref_mut().unwrap_or_default();
+    let at: Vec<usize> = (0..env.len()).filter(|&i| env[i].name == name).collect();
+    if at.is_empty() {
+        let end = env.len();
+        return vec![insert_env(c, end, literal(name, value))];
     }
-    if !found {
-        c.env.get_or_insert_with(Vec::new).push(EnvVar {
-            name: name.to_owned(),
-            value: Some(value.to_owned()),
-            value_from: None,
-        });
+    at.into_iter()
+        .filter(|&i| !keep(i))
+        .map(|i| set_value(env, i, value))
+        .collect()
+}
+
+fn literal(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
     }
-    found
 }
 
 /// What [`blank_env`] did to one variable of a container.
@@ -106,15 +152,18 @@ pub enum Blanked {
 /// (`env_from_may_carry`), an explicit blank must come before the first entry that refers to it
 /// (expansion sees only what is set before it): it is inserted there when no entry of that name
 /// comes earlier, appended when nothing refers to it and no entry exists.
-pub fn blank_env(c: &mut Container, name: &str, env_from_may_carry: bool) -> Vec<Blanked> {
+pub fn blank_env(
+    c: &mut Container,
+    name: &str,
+    env_from_may_carry: bool,
+    edits: &mut Vec<EnvEdit>,
+) -> Vec<Blanked> {
     let mut done = Vec::new();
-    let had_none = c.env.is_none();
-    let env = c.env.get_or_insert_with(Vec::new);
-    for e in env.iter_mut().filter(|e| e.name == name) {
-        if !is_blank(e) {
-            done.push(Blanked::Dropped(Origin::of(e)));
-            e.value = Some(String::new());
-            e.value_from = None;
+    let env = c.env.as_deref_mut().unwrap_or_default();
+    for i in 0..env.len() {
+        if env[i].name == name && !is_blank(&env[i]) {
+            done.push(Blanked::Dropped(Origin::of(&env[i])));
+            edits.push(set_value(env, i, ""));
         }
     }
     let first_entry = env.iter().position(|e| e.name == name);
@@ -127,18 +176,8 @@ pub fn blank_env(c: &mut Container, name: &str, env_from_may_carry: bool) -> Vec
         _ => None,
     };
     if let Some(at) = at.filter(|_| env_from_may_carry) {
-        env.insert(
-            at,
-            EnvVar {
-                name: name.to_owned(),
-                value: Some(String::new()),
-                value_from: None,
-            },
-        );
+        edits.push(insert_env(c, at, literal(name, "")));
         done.push(Blanked::Added);
-    }
-    if had_none && env.is_empty() {
-        c.env = None;
     }
     done
 }
@@ -198,9 +237,24 @@ mod tests {
     #[test]
     fn set_env_appends_keeps_and_overwrites() {
         let mut c = container(vec![literal("A", "1")]);
-        assert!(!set_env(&mut c, "B", "x", |_| false), "appended");
+        assert_eq!(
+            set_env(&mut c, "B", "x", |_| false),
+            vec![EnvEdit::Insert {
+                index: 1,
+                entry: Box::new(literal("B", "x")),
+                new_list: false
+            }],
+            "appended"
+        );
         assert_eq!(c.env.as_ref().unwrap().last().unwrap(), &literal("B", "x"));
-        assert!(set_env(&mut c, "A", "2", |_| false));
+        assert_eq!(
+            set_env(&mut c, "A", "2", |_| false),
+            vec![EnvEdit::Value {
+                index: 0,
+                value: "2".into(),
+                dropped_value_from: false
+            }]
+        );
         let env = c.env.unwrap();
         assert_eq!(env.len(), 2);
         assert_eq!(env[0], literal("A", "2"), "edited in place, not moved");
@@ -214,7 +268,15 @@ mod tests {
             literal("A", "y"),
             literal("A", "keep"),
         ]);
-        assert!(set_env(&mut c, "A", "v", |i| i == 3));
+        let edits = set_env(&mut c, "A", "v", |i| i == 3);
+        let at: Vec<usize> = edits
+            .iter()
+            .map(|e| match e {
+                EnvEdit::Value { index, .. } => *index,
+                EnvEdit::Insert { index, .. } => panic!("inserted at {index}"),
+            })
+            .collect();
+        assert_eq!(at, vec![0, 2]);
         let env = c.env.unwrap();
         assert_eq!(env[0], literal("A", "v"));
         assert_eq!(env[1], literal("Z", "z"));
@@ -230,11 +292,17 @@ mod tests {
             literal("URL", "postgres://u:$(P)@db/x"),
             literal("B", "$(P)"),
         ]);
-        assert_eq!(blank_env(&mut c, "P", true), vec![Blanked::Added]);
+        assert_eq!(
+            blank_env(&mut c, "P", true, &mut vec![]),
+            vec![Blanked::Added]
+        );
         let env = c.env.as_ref().unwrap();
         assert_eq!(env[1], literal("P", ""), "inserted before URL");
         assert_eq!(env.len(), 4);
-        assert!(blank_env(&mut c, "P", true).is_empty(), "idempotent");
+        assert!(
+            blank_env(&mut c, "P", true, &mut vec![]).is_empty(),
+            "idempotent"
+        );
 
         // An entry of that name after the reference is blanked, and a blank still goes first.
         let mut c = container(vec![
@@ -242,7 +310,7 @@ mod tests {
             secret_ref("P", "db", "password"),
         ]);
         assert_eq!(
-            blank_env(&mut c, "P", true),
+            blank_env(&mut c, "P", true, &mut vec![]),
             vec![
                 Blanked::Dropped(Origin::Reference("Secret db key password".into())),
                 Blanked::Added
@@ -254,19 +322,22 @@ mod tests {
 
         // `$$(P)` is no reference: the blank is appended.
         let mut c = container(vec![literal("A", "$$(P)")]);
-        assert_eq!(blank_env(&mut c, "P", true), vec![Blanked::Added]);
+        assert_eq!(
+            blank_env(&mut c, "P", true, &mut vec![]),
+            vec![Blanked::Added]
+        );
         assert_eq!(c.env.as_ref().unwrap()[1], literal("P", ""));
 
         // Without envFrom nothing can set P before its first entry: no blank is added.
         let mut c = container(vec![literal("A", "$(P)")]);
-        assert!(blank_env(&mut c, "P", false).is_empty());
+        assert!(blank_env(&mut c, "P", false, &mut vec![]).is_empty());
         assert_eq!(c.env.as_ref().unwrap().len(), 1);
     }
 
     #[test]
     fn blank_env_cases() {
         let mut c = container(vec![secret_ref("P", "db", "password"), literal("P", "")]);
-        let out = blank_env(&mut c, "P", true);
+        let out = blank_env(&mut c, "P", true, &mut vec![]);
         assert_eq!(
             out,
             vec![Blanked::Dropped(Origin::Reference(
@@ -276,13 +347,13 @@ mod tests {
         assert!(c.env.as_ref().unwrap().iter().all(is_blank));
         assert_eq!(c.env.as_ref().unwrap().len(), 2, "no duplicate pushed");
         // Second time: nothing to do.
-        assert!(blank_env(&mut c, "P", true).is_empty());
+        assert!(blank_env(&mut c, "P", true, &mut vec![]).is_empty());
 
         let mut c = Container {
             name: "c".into(),
             ..Default::default()
         };
-        assert!(blank_env(&mut c, "P", false).is_empty());
+        assert!(blank_env(&mut c, "P", false, &mut vec![]).is_empty());
         assert_eq!(c.env, None, "no empty env list created");
         c.env_from = Some(vec![EnvFromSource {
             secret_ref: Some(SecretEnvSource {
@@ -292,7 +363,10 @@ mod tests {
             ..Default::default()
         }]);
         assert!(has_env_from(&c));
-        assert_eq!(blank_env(&mut c, "P", true), vec![Blanked::Added]);
+        assert_eq!(
+            blank_env(&mut c, "P", true, &mut vec![]),
+            vec![Blanked::Added]
+        );
         assert_eq!(c.env.unwrap(), vec![literal("P", "")]);
     }
 }

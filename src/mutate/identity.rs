@@ -9,6 +9,8 @@ use k8s_openapi::api::core::v1::{
     VolumeMount, VolumeProjection,
 };
 
+use super::env::insert_env;
+use super::{At, Edit};
 use crate::consts::{
     AWS_DEFAULT_REGION, AWS_REGION, AWS_ROLE_ARN, AWS_STS_REGIONAL_ENDPOINTS,
     AWS_WEB_IDENTITY_TOKEN_FILE, EKS_AUDIENCE_ANNOTATION, EKS_DEFAULT_AUDIENCE,
@@ -121,7 +123,13 @@ fn literal(name: &str, value: &str) -> EnvVar {
 }
 
 /// Returns true when it changed the container.
-fn inject_container(c: &mut Container, wi: &WebIdentity, token_file: &str) -> bool {
+fn inject_container(
+    c: &mut Container,
+    at: At,
+    wi: &WebIdentity,
+    token_file: &str,
+    edits: &mut Vec<Edit>,
+) -> bool {
     let has = |names: &[&str]| {
         c.env
             .iter()
@@ -146,8 +154,10 @@ fn inject_container(c: &mut Container, wi: &WebIdentity, token_file: &str) -> bo
         add.push(literal(AWS_WEB_IDENTITY_TOKEN_FILE, token_file));
     }
     let mut changed = !add.is_empty();
-    if changed {
-        c.env.get_or_insert_with(Vec::new).extend(add);
+    for entry in add {
+        let end = c.env.as_ref().map_or(0, Vec::len);
+        let edit = insert_env(c, end, entry);
+        edits.push(Edit::Env { at, edit });
     }
     // Skip the mount when the volume is mounted already, or when something else is mounted at
     // the token path (a second mount there is invalid; the pod brings its own token).
@@ -155,14 +165,21 @@ fn inject_container(c: &mut Container, wi: &WebIdentity, token_file: &str) -> bo
         m.name == EKS_TOKEN_VOLUME || m.mount_path.trim_end_matches('/') == EKS_TOKEN_MOUNT_PATH
     });
     if !mounted {
+        let mount = VolumeMount {
+            name: EKS_TOKEN_VOLUME.to_owned(),
+            mount_path: EKS_TOKEN_MOUNT_PATH.to_owned(),
+            read_only: Some(true),
+            ..Default::default()
+        };
+        let new_list = c.volume_mounts.is_none();
         c.volume_mounts
             .get_or_insert_with(Vec::new)
-            .push(VolumeMount {
-                name: EKS_TOKEN_VOLUME.to_owned(),
-                mount_path: EKS_TOKEN_MOUNT_PATH.to_owned(),
-                read_only: Some(true),
-                ..Default::default()
-            });
+            .push(mount.clone());
+        edits.push(Edit::VolumeMount {
+            at,
+            mount: Box::new(mount),
+            new_list,
+        });
         changed = true;
     }
     changed
@@ -172,16 +189,19 @@ fn inject_container(c: &mut Container, wi: &WebIdentity, token_file: &str) -> bo
 /// `eks.amazonaws.com/skip-containers`, and add the projected token volume if absent
 /// (appended: the position does not matter to either webhook, and appending never shifts the
 /// pod's own volumes). Returns the names of the containers it changed.
-pub fn inject(pod: &mut Pod, wi: &WebIdentity) -> Vec<String> {
+pub fn inject(pod: &mut Pod, wi: &WebIdentity, edits: &mut Vec<Edit>) -> Vec<String> {
     let skip = skipped_containers(pod);
     let token_file = token_path(pod);
     let Some(spec) = pod.spec.as_mut() else {
         return vec![];
     };
     let mut changed = Vec::new();
-    let init = spec.init_containers.iter_mut().flatten();
-    for c in init.chain(spec.containers.iter_mut()) {
-        if !skip.contains(&c.name) && inject_container(c, wi, &token_file) {
+    let init = spec.init_containers.iter_mut().flatten().enumerate();
+    let init = init.map(|(index, c)| (At { init: true, index }, c));
+    let regular = spec.containers.iter_mut().enumerate();
+    let regular = regular.map(|(index, c)| (At { init: false, index }, c));
+    for (at, c) in init.chain(regular) {
+        if !skip.contains(&c.name) && inject_container(c, at, wi, &token_file, edits) {
             changed.push(c.name.clone());
         }
     }
@@ -191,7 +211,7 @@ pub fn inject(pod: &mut Pod, wi: &WebIdentity) -> Vec<String> {
         .flatten()
         .any(|v| v.name == EKS_TOKEN_VOLUME)
     {
-        spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+        let volume = Volume {
             name: EKS_TOKEN_VOLUME.to_owned(),
             projected: Some(ProjectedVolumeSource {
                 sources: Some(vec![VolumeProjection {
@@ -206,6 +226,14 @@ pub fn inject(pod: &mut Pod, wi: &WebIdentity) -> Vec<String> {
                 ..Default::default()
             }),
             ..Default::default()
+        };
+        let new_list = spec.volumes.is_none();
+        spec.volumes
+            .get_or_insert_with(Vec::new)
+            .push(volume.clone());
+        edits.push(Edit::Volume {
+            volume: Box::new(volume),
+            new_list,
         });
     }
     changed
@@ -266,7 +294,7 @@ mod tests {
     #[test]
     fn injects_like_the_eks_webhook_and_is_idempotent() {
         let mut p = pod(vec![c("core", &[])], &[]);
-        assert_eq!(inject(&mut p, &wi()), vec!["core".to_string()]);
+        assert_eq!(inject(&mut p, &wi(), &mut vec![]), vec!["core".to_string()]);
         assert_eq!(
             env(&p, 0),
             vec![
@@ -303,7 +331,7 @@ mod tests {
             (Some("sts.amazonaws.com"), Some(86400), "token")
         );
         let once = p.clone();
-        assert!(inject(&mut p, &wi()).is_empty());
+        assert!(inject(&mut p, &wi(), &mut vec![]).is_empty());
         assert_eq!(p, once);
     }
 
@@ -322,6 +350,7 @@ mod tests {
                 regional_sts: true,
                 ..wi()
             },
+            &mut vec![],
         );
         assert_eq!(
             env(&p, 0),
@@ -346,7 +375,7 @@ mod tests {
         p.spec.as_mut().unwrap().init_containers = Some(vec![c("init", &[])]);
         p.spec.as_mut().unwrap().node_selector =
             Some([("kubernetes.io/os".to_string(), "windows".to_string())].into());
-        let changed = inject(&mut p, &wi());
+        let changed = inject(&mut p, &wi(), &mut vec![]);
         assert_eq!(changed, vec!["init".to_string(), "core".to_string()]);
         assert!(env(&p, 1).is_empty());
         assert!(env(&p, 0).contains(&(
@@ -365,7 +394,7 @@ mod tests {
             ..Default::default()
         }]);
         let mut p = pod(vec![own], &[]);
-        inject(&mut p, &wi());
+        inject(&mut p, &wi(), &mut vec![]);
         let mounts = p.spec.as_ref().unwrap().containers[0]
             .volume_mounts
             .as_ref()

@@ -11,7 +11,7 @@ mod validate;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Volume, VolumeMount};
 use wildmatch::WildMatch;
 
 pub use component::{Component, Selector, Target};
@@ -24,6 +24,7 @@ use crate::consts::{
 };
 use crate::facts::{Facts, SaFact};
 use effective::{Env, Value};
+pub use env::EnvEdit;
 use env::{Blanked, blank_env, has_env_from, set_env};
 use identity::WebIdentity;
 use sslmode::{Sslmode, ensure_sslmode};
@@ -277,9 +278,59 @@ fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
     })
 }
 
+/// Where a container is: `spec.initContainers[index]` or `spec.containers[index]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    pub init: bool,
+    pub index: usize,
+}
+
+/// One change the engine made to the pod, in the order made, with what it wrote: the admission
+/// patch is one operation per edit (two for a value that drops a `valueFrom`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Edit {
+    /// `spec` written where the pod had none.
+    Spec,
+    /// `metadata.annotations[key] = value` (`new_map`: the pod had no annotations).
+    Annotation {
+        key: &'static str,
+        value: &'static str,
+        new_map: bool,
+    },
+    /// `spec.serviceAccountName`, and the deprecated `spec.serviceAccount` where the pod has it.
+    ServiceAccount {
+        name: String,
+        deprecated_too: bool,
+    },
+    Env {
+        at: At,
+        edit: EnvEdit,
+    },
+    /// Appended to a container's `volumeMounts` (`new_list`: it had none).
+    VolumeMount {
+        at: At,
+        mount: Box<VolumeMount>,
+        new_list: bool,
+    },
+    /// Appended to `spec.volumes` (`new_list`: the pod had none).
+    Volume {
+        volume: Box<Volume>,
+        new_list: bool,
+    },
+}
+
+/// Every container of a pod with where it is, init containers last.
+fn containers_at(spec: &mut PodSpec) -> impl Iterator<Item = (At, &mut Container)> {
+    let regular = spec.containers.iter_mut().enumerate();
+    let regular = regular.map(|(index, c)| (At { init: false, index }, c));
+    let init = spec.init_containers.iter_mut().flatten().enumerate();
+    regular.chain(init.map(|(index, c)| (At { init: true, index }, c)))
+}
+
 /// Everything the engine says besides the pod: warnings for people, a summary for audit.
 #[derive(Default)]
 struct Notes {
+    edits: Vec<Edit>,
     warnings: Vec<String>,
     set: Vec<&'static str>,
     blanked: Vec<&'static str>,
@@ -291,6 +342,8 @@ struct Notes {
 #[derive(Debug, Clone)]
 pub struct Edited {
     pub outcome: Outcome,
+    /// What was changed, in order (empty when the pod was left alone).
+    pub edits: Vec<Edit>,
     /// For the cluster admin: what was replaced or dropped and why. Names only, never values.
     pub warnings: Vec<String>,
     /// Short machine-readable summary (becomes the review's auditAnnotations).
@@ -304,6 +357,7 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
         outcome,
         warnings,
         audit,
+        ..
     } = edit(&mut out, config, facts)?;
     Ok(Mutation {
         pod: out,
@@ -320,6 +374,7 @@ pub fn mutate(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Result<Mutatio
 pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edited, MutateError> {
     let unchanged = |outcome, warnings| Edited {
         outcome,
+        edits: vec![],
         warnings,
         audit: BTreeMap::new(),
     };
@@ -394,10 +449,12 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
     let namespace = pod.metadata.namespace.clone();
     let ns = namespace.as_deref();
     let out = pod;
+    if out.spec.is_none() {
+        notes.edits.push(Edit::Spec);
+    }
     let spec = out.spec.get_or_insert_with(Default::default);
-    let init = spec.init_containers.iter_mut().flatten();
-    for c in spec.containers.iter_mut().chain(init) {
-        blank_secrets(c, component.password_envs(), &mut notes);
+    for (at, c) in containers_at(spec) {
+        blank_secrets(c, at, component.password_envs(), &mut notes);
     }
     if component.uses_database() {
         // Only core and the migrator read POSTGRESQL_URL: elsewhere one the engine can't read
@@ -407,10 +464,10 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
     }
     let spec = out.spec.get_or_insert_with(Default::default);
     if let Some(iam) = component.iam_env_names() {
-        for c in spec.containers.iter_mut() {
-            set_iam_env(c, iam, &region, ns, facts, &mut notes);
+        for (at, c) in containers_at(spec).filter(|(at, _)| !at.init) {
+            set_iam_env(c, at, iam, &region, ns, facts, &mut notes);
             if let Some(name) = component.sslmode_env() {
-                raise_sslmode(c, name, ns, facts, &mut notes);
+                raise_sslmode(c, at, name, ns, facts, &mut notes);
             }
         }
     }
@@ -432,9 +489,18 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
     } else {
         configured.to_owned()
     };
-    spec.service_account_name = Some(sa.clone());
-    if spec.service_account.is_some() {
-        spec.service_account = Some(sa.clone());
+    let deprecated_too = spec.service_account.is_some();
+    if spec.service_account_name.as_deref() != Some(&sa)
+        || (deprecated_too && spec.service_account.as_deref() != Some(&sa))
+    {
+        spec.service_account_name = Some(sa.clone());
+        if deprecated_too {
+            spec.service_account = Some(sa.clone());
+        }
+        notes.edits.push(Edit::ServiceAccount {
+            name: sa.clone(),
+            deprecated_too,
+        });
     }
     if keep_own {
         notes.audit.insert(
@@ -465,7 +531,7 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
                 if old_sa != sa {
                     replace_stale_role(out, facts.role_arn(ns, &old_sa), role, &mut notes);
                 }
-                let changed = identity::inject(out, &wi);
+                let changed = identity::inject(out, &wi, &mut notes.edits);
                 notes.audit.insert(
                     "web-identity".into(),
                     if changed.is_empty() {
@@ -477,12 +543,25 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
             }
         }
     }
-    out.metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(STATUS_ANNOTATION.into(), STATUS_INJECTED.into());
+    let annotations = &mut out.metadata.annotations;
+    if annotations
+        .as_ref()
+        .and_then(|a| a.get(STATUS_ANNOTATION))
+        .map(String::as_str)
+        != Some(STATUS_INJECTED)
+    {
+        notes.edits.push(Edit::Annotation {
+            key: STATUS_ANNOTATION,
+            value: STATUS_INJECTED,
+            new_map: annotations.is_none(),
+        });
+        annotations
+            .get_or_insert_with(Default::default)
+            .insert(STATUS_ANNOTATION.into(), STATUS_INJECTED.into());
+    }
 
     let Notes {
+        edits,
         warnings,
         mut set,
         mut blanked,
@@ -502,6 +581,7 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
     }
     Ok(Edited {
         outcome: Outcome::Applied(component),
+        edits,
         warnings,
         audit,
     })
@@ -544,6 +624,7 @@ fn check_database_urls(
 
 fn set_iam_env(
     c: &mut Container,
+    at: At,
     (use_iam, region_env): (&'static str, &'static str),
     region: &str,
     ns: Option<&str>,
@@ -559,7 +640,11 @@ fn set_iam_env(
         if was.as_ref().and_then(Value::known).is_some_and(same) {
             continue;
         }
-        let had_entry = set_env(c, name, value, |_| false);
+        let had_entry = c.env.iter().flatten().any(|e| e.name == name);
+        let edits = set_env(c, name, value, |_| false);
+        notes
+            .edits
+            .extend(edits.into_iter().map(|edit| Edit::Env { at, edit }));
         notes.set.push(name);
         // A value from an `envFrom` source the engine can't read is not worth a warning: the
         // explicit entry wins over it.
@@ -575,12 +660,18 @@ fn set_iam_env(
 
 fn raise_sslmode(
     c: &mut Container,
+    at: At,
     name: &'static str,
     ns: Option<&str>,
     facts: &Facts,
     notes: &mut Notes,
 ) {
-    match ensure_sslmode(c, name, ns, facts) {
+    let mut edits = Vec::new();
+    let decided = ensure_sslmode(c, name, ns, facts, &mut edits);
+    notes
+        .edits
+        .extend(edits.into_iter().map(|edit| Edit::Env { at, edit }));
+    match decided {
         Sslmode::Kept(v) => notes.sslmode.push([&c.name, "=", &v].concat()),
         Sslmode::Raised { was, from } => {
             notes.sslmode.push([&c.name, "=require"].concat());
@@ -620,10 +711,15 @@ fn raise_sslmode(
     }
 }
 
-fn blank_secrets(c: &mut Container, names: &[&'static str], notes: &mut Notes) {
+fn blank_secrets(c: &mut Container, at: At, names: &[&'static str], notes: &mut Notes) {
     let env_from = has_env_from(c);
     for name in names {
-        for done in blank_env(c, name, env_from) {
+        let mut edits = Vec::new();
+        let blanked = blank_env(c, name, env_from, &mut edits);
+        notes
+            .edits
+            .extend(edits.into_iter().map(|edit| Edit::Env { at, edit }));
+        for done in blanked {
             notes.blanked.push(name);
             if let Blanked::Dropped(origin) = done {
                 notes.warnings.push(
@@ -708,20 +804,26 @@ fn replace_stale_role(pod: &mut Pod, old_role: Option<&str>, role: &str, notes: 
     let Some(spec) = pod.spec.as_mut() else {
         return;
     };
-    let init = spec.init_containers.iter_mut().flatten();
-    for c in spec.containers.iter_mut().chain(init) {
-        for e in c.env.iter_mut().flatten() {
-            if e.name == AWS_ROLE_ARN
-                && e.value_from.is_none()
-                && e.value.as_deref() == Some(old_role)
-            {
-                e.value = Some(role.to_owned());
-                notes.warnings.push(format!(
-                    "container {}: AWS_ROLE_ARN pointed at the previous ServiceAccount's role; set to the new one",
-                    c.name
-                ));
-            }
+    for (at, c) in containers_at(spec) {
+        let stale: Vec<usize> = (c.env.iter().flatten().enumerate())
+            .filter(|(_, e)| {
+                e.name == AWS_ROLE_ARN
+                    && e.value_from.is_none()
+                    && e.value.as_deref() == Some(old_role)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if stale.is_empty() {
+            continue;
         }
+        let edits = set_env(c, AWS_ROLE_ARN, role, |i| !stale.contains(&i));
+        notes
+            .edits
+            .extend(edits.into_iter().map(|edit| Edit::Env { at, edit }));
+        notes.warnings.push(format!(
+            "container {}: AWS_ROLE_ARN pointed at the previous ServiceAccount's role; set to the new one",
+            c.name
+        ));
     }
 }
 

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::Container;
 
 use super::effective::{Env, Value};
-use super::env::set_env;
+use super::env::{EnvEdit, set_env};
 use crate::consts::{SSLMODE_REQUIRE, STRONG_SSLMODES};
 use crate::facts::Facts;
 
@@ -32,6 +32,7 @@ pub fn ensure_sslmode(
     name: &str,
     namespace: Option<&str>,
     facts: &Facts,
+    edits: &mut Vec<EnvEdit>,
 ) -> Sslmode {
     let env = Env::of(c, namespace, facts);
     let raised = match env.get(name) {
@@ -51,7 +52,7 @@ pub fn ensure_sslmode(
     let strong: Vec<bool> = (0..c.env.as_ref().map_or(0, Vec::len))
         .map(|i| env.entry(i).and_then(Value::known).is_some_and(is_strong))
         .collect();
-    set_env(c, name, SSLMODE_REQUIRE, |i| strong[i]);
+    edits.extend(set_env(c, name, SSLMODE_REQUIRE, |i| strong[i]));
     raised
 }
 
@@ -146,12 +147,12 @@ mod tests {
         let facts = Facts::with_config_maps([cm("core", &[(S, "disable")])]);
         let mut c = container(vec![lit("verify-full")], vec![from_cm("core", None)]);
         assert_eq!(
-            ensure_sslmode(&mut c, S, None, &facts),
+            ensure_sslmode(&mut c, S, None, &facts, &mut vec![]),
             Sslmode::Kept("verify-full".into())
         );
         let mut c = container(vec![lit("prefer")], vec![]);
         assert!(matches!(
-            ensure_sslmode(&mut c, S, None, &facts),
+            ensure_sslmode(&mut c, S, None, &facts, &mut vec![]),
             Sslmode::Raised { was: Some(_), .. }
         ));
         assert_eq!(c.env.as_ref().unwrap().len(), 1, "replaced in place");
@@ -162,7 +163,7 @@ mod tests {
     fn weak_modes_and_empty_are_raised() {
         for weak in ["disable", "allow", "prefer", "", "Require", "bogus"] {
             let mut c = container(vec![lit(weak)], vec![]);
-            ensure_sslmode(&mut c, S, None, &Facts::default());
+            ensure_sslmode(&mut c, S, None, &Facts::default(), &mut vec![]);
             assert_eq!(sslmode_of(&c).as_deref(), Some("require"), "{weak:?}");
         }
         let mut c = container(
@@ -173,7 +174,7 @@ mod tests {
             }],
             vec![],
         );
-        ensure_sslmode(&mut c, S, None, &Facts::default());
+        ensure_sslmode(&mut c, S, None, &Facts::default(), &mut vec![]);
         assert_eq!(sslmode_of(&c).as_deref(), Some("require"));
     }
 
@@ -183,7 +184,7 @@ mod tests {
             let mut c = container(vec![lit(strong)], vec![]);
             let before = c.clone();
             assert_eq!(
-                ensure_sslmode(&mut c, S, None, &Facts::default()),
+                ensure_sslmode(&mut c, S, None, &Facts::default(), &mut vec![]),
                 Sslmode::Kept(strong.into())
             );
             assert_eq!(c, before);
@@ -194,7 +195,7 @@ mod tests {
     fn no_source_sets_require() {
         let mut c = container(vec![], vec![from_secret("harbor-core")]);
         assert_eq!(
-            ensure_sslmode(&mut c, S, None, &Facts::default()),
+            ensure_sslmode(&mut c, S, None, &Facts::default(), &mut vec![]),
             Sslmode::Raised {
                 was: None,
                 from: None
@@ -211,21 +212,21 @@ mod tests {
 
         let mut c = container(vec![], vec![from_cm("core", None), from_secret("core")]);
         assert_eq!(
-            ensure_sslmode(&mut c.clone(), S, None, &Facts::default()),
+            ensure_sslmode(&mut c.clone(), S, None, &Facts::default(), &mut vec![]),
             Sslmode::Unknown {
                 from: "ConfigMap core".into()
             }
         );
         assert_eq!(
-            ensure_sslmode(&mut c.clone(), S, None, &strong),
+            ensure_sslmode(&mut c.clone(), S, None, &strong, &mut vec![]),
             Sslmode::Kept("verify-full".into())
         );
         assert!(matches!(
-            ensure_sslmode(&mut c.clone(), S, None, &without_key),
+            ensure_sslmode(&mut c.clone(), S, None, &without_key, &mut vec![]),
             Sslmode::Raised { was: None, .. }
         ));
         assert!(matches!(
-            ensure_sslmode(&mut c, S, None, &weak),
+            ensure_sslmode(&mut c, S, None, &weak, &mut vec![]),
             Sslmode::Raised { was: Some(_), .. }
         ));
         assert_eq!(sslmode_of(&c).as_deref(), Some("require"));
@@ -269,21 +270,21 @@ mod tests {
         );
         let before = c.clone();
         assert_eq!(
-            ensure_sslmode(&mut c, S, None, &facts),
+            ensure_sslmode(&mut c, S, None, &facts, &mut vec![]),
             Sslmode::Kept("verify-full".into())
         );
         assert_eq!(c, before);
         // The ConfigMap unseen: unknown, left alone.
         let mut c = before.clone();
         assert!(matches!(
-            ensure_sslmode(&mut c, S, None, &Facts::default()),
+            ensure_sslmode(&mut c, S, None, &Facts::default(), &mut vec![]),
             Sslmode::Unknown { .. }
         ));
         assert_eq!(c, before);
         // `$$(DB_SSLMODE)` is the literal `$(DB_SSLMODE)`: weak, raised.
         let mut c = container(vec![lit("$$(DB_SSLMODE)")], vec![from_cm("db", None)]);
         assert!(matches!(
-            ensure_sslmode(&mut c, S, None, &facts),
+            ensure_sslmode(&mut c, S, None, &facts, &mut vec![]),
             Sslmode::Raised { .. }
         ));
         assert_eq!(sslmode_of(&c).as_deref(), Some("require"));
@@ -311,14 +312,14 @@ mod tests {
         let mut c = container(vec![optional.clone()], vec![from_cm("core", None)]);
         let before = c.clone();
         assert_eq!(
-            ensure_sslmode(&mut c, S, None, &facts),
+            ensure_sslmode(&mut c, S, None, &facts, &mut vec![]),
             Sslmode::Kept("verify-full".into())
         );
         assert_eq!(c, before);
         // ...nor an earlier entry's.
         let mut c = container(vec![lit("verify-ca"), optional], vec![]);
         assert_eq!(
-            ensure_sslmode(&mut c, S, None, &facts),
+            ensure_sslmode(&mut c, S, None, &facts, &mut vec![]),
             Sslmode::Kept("verify-ca".into())
         );
     }
@@ -337,7 +338,7 @@ mod tests {
             ],
             vec![],
         );
-        ensure_sslmode(&mut c, S, None, &Facts::default());
+        ensure_sslmode(&mut c, S, None, &Facts::default(), &mut vec![]);
         let env = c.env.as_ref().unwrap();
         assert_eq!(env[0], lit("verify-full"));
         assert_eq!(env[2], lit("require"));
@@ -360,13 +361,13 @@ mod tests {
         };
         let mut c = container(vec![reference("db")], vec![]);
         assert!(matches!(
-            ensure_sslmode(&mut c, S, None, &facts),
+            ensure_sslmode(&mut c, S, None, &facts, &mut vec![]),
             Sslmode::Raised { .. }
         ));
         assert_eq!(c.env.as_ref().unwrap(), &vec![lit("require")]);
         let mut c = container(vec![reference("elsewhere")], vec![]);
         assert!(matches!(
-            ensure_sslmode(&mut c, S, None, &facts),
+            ensure_sslmode(&mut c, S, None, &facts, &mut vec![]),
             Sslmode::Unknown { .. }
         ));
     }
