@@ -48,7 +48,7 @@ enum Kind {
     ConfigMap,
 }
 
-pub struct ClusterFacts {
+pub struct FactsCache {
     client: Client,
     ttl: Duration,
     timeout: Duration,
@@ -58,7 +58,7 @@ pub struct ClusterFacts {
     lookups: LookupCounters,
 }
 
-impl ClusterFacts {
+impl FactsCache {
     /// `lookups` counts every lookup at admission by kind and source (cache, api, failed).
     pub fn new(
         client: Client,
@@ -66,7 +66,7 @@ impl ClusterFacts {
         timeout: Duration,
         lookups: LookupCounters,
     ) -> Arc<Self> {
-        Arc::new(ClusterFacts {
+        Arc::new(FactsCache {
             client,
             ttl,
             timeout,

@@ -144,7 +144,7 @@ pub enum OnMissingRoleArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ClusterFacts {
+pub enum FactsMode {
     /// On when running in a cluster or when a kubeconfig is found.
     Auto,
     On,
@@ -233,8 +233,8 @@ pub struct ServeArgs {
     )]
     pub tls_reload_interval_seconds: u64,
     /// Look up ServiceAccounts and ConfigMaps in the cluster (auto: on in a cluster or with a kubeconfig).
-    #[arg(long, env = "HARBOR_IAM_WEBHOOK_CLUSTER_FACTS", value_enum, default_value_t = ClusterFacts::Auto)]
-    pub cluster_facts: ClusterFacts,
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_CLUSTER_FACTS", value_enum, default_value_t = FactsMode::Auto)]
+    pub cluster_facts: FactsMode,
     /// How long a looked-up ServiceAccount or ConfigMap is trusted before it is fetched again (seconds).
     #[arg(
         long,

@@ -48,14 +48,14 @@ async fn audit_loop(
 }
 
 /// The cluster facts source `--cluster-facts` asks for, if any.
-async fn cluster_facts(
+async fn start_facts_cache(
     args: &ServeArgs,
     lookups: metrics::LookupCounters,
-) -> anyhow::Result<Option<std::sync::Arc<cluster::ClusterFacts>>> {
+) -> anyhow::Result<Option<std::sync::Arc<cluster::FactsCache>>> {
     let wanted = match args.cluster_facts {
-        config::ClusterFacts::Off => false,
-        config::ClusterFacts::On => true,
-        config::ClusterFacts::Auto => cluster::cluster_available(),
+        config::FactsMode::Off => false,
+        config::FactsMode::On => true,
+        config::FactsMode::Auto => cluster::cluster_available(),
     };
     if !wanted {
         info!("cluster facts off: ServiceAccount and ConfigMap checks become warnings");
@@ -63,7 +63,7 @@ async fn cluster_facts(
     }
     let client = match cluster::client().await {
         Ok(c) => c,
-        Err(err) if args.cluster_facts == config::ClusterFacts::Auto => {
+        Err(err) if args.cluster_facts == config::FactsMode::Auto => {
             warn!(error = %err, "cluster facts: no usable kubeconfig or in-cluster config; continuing without");
             return Ok(None);
         }
@@ -78,7 +78,7 @@ async fn cluster_facts(
         ttl_seconds = ttl.as_secs(),
         "cluster facts on: ServiceAccounts and ConfigMaps looked up by name"
     );
-    Ok(Some(cluster::ClusterFacts::new(
+    Ok(Some(cluster::FactsCache::new(
         client,
         ttl,
         std::time::Duration::from_secs(2),
@@ -116,8 +116,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "configuration"
     );
     let state = server::AppState::new(config, Facts::default(), &options.limits);
-    if let Some(cluster) = cluster_facts(&args, state.metrics.cluster_lookups()).await? {
-        state.set_cluster_facts(cluster.clone());
+    if let Some(cluster) = start_facts_cache(&args, state.metrics.cluster_lookups()).await? {
+        state.set_facts_cache(cluster.clone());
         tokio::spawn(cluster.clone().wait_until_reachable());
         if args.audit_interval_seconds > 0 {
             let interval = std::time::Duration::from_secs(args.audit_interval_seconds);

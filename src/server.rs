@@ -29,7 +29,7 @@ use tower::ServiceExt as _;
 use tracing::{debug, info, warn};
 
 use crate::admission::{self, Answer, Decision, Endpoint, ReviewError, Step};
-use crate::cluster::ClusterFacts;
+use crate::cluster::FactsCache;
 use crate::config::{Limits, ServeOptions};
 use crate::facts::Facts;
 use crate::metrics::{ErrorKind, Metrics};
@@ -41,7 +41,7 @@ pub struct AppState {
     /// Facts handed in at start (none in production); used when there are no cluster facts.
     pub facts: Facts,
     pub metrics: Metrics,
-    cluster: OnceLock<Arc<ClusterFacts>>,
+    cluster: OnceLock<Arc<FactsCache>>,
     limits: Limits,
     ready: AtomicBool,
 }
@@ -69,11 +69,11 @@ impl AppState {
     }
 
     /// Look facts up in the cluster from now on.
-    pub fn set_cluster_facts(&self, cluster: Arc<ClusterFacts>) {
+    pub fn set_facts_cache(&self, cluster: Arc<FactsCache>) {
         let _ = self.cluster.set(cluster);
     }
 
-    pub fn cluster_facts(&self) -> Option<&Arc<ClusterFacts>> {
+    pub fn facts_cache(&self) -> Option<&Arc<FactsCache>> {
         self.cluster.get()
     }
 }
@@ -161,7 +161,7 @@ async fn serve_review(app: Arc<AppState>, endpoint: Endpoint, body: Body) -> Res
 async fn review(app: &AppState, endpoint: Endpoint, body: &[u8]) -> Result<Answer, ReviewError> {
     Ok(match admission::start(body, endpoint, &app.config)? {
         Step::Answered(answer) => answer,
-        Step::Pending(pending) => match app.cluster_facts() {
+        Step::Pending(pending) => match app.facts_cache() {
             Some(cluster) => {
                 let facts = cluster.facts_for(pending.needs()).await;
                 pending.finish(&app.config, &facts)
