@@ -43,7 +43,7 @@ COPY --from=build /out/harbor-iam-webhook /usr/local/bin/harbor-iam-webhook
 # glibc's per-thread cache keeps 7 freed chunks of each size; a review frees a few dozen
 # strings of one size, the rest go to the fast bins, and the next large allocation (a
 # response buffer) merges them all back first. A deeper cache keeps them: about 10 % fewer
-# instructions per review (callgrind; README, Performance). benches/load.sh runs both of
+# instructions per review (callgrind; benches/README.md, lab notes). benches/load.sh runs both of
 # its servers with this line's value. Tunables work in a static glibc binary too.
 ENV GLIBC_TUNABLES=glibc.malloc.tcache_count=128
 # Numeric, non-root (the Deployment's runAsUser/runAsGroup match).
