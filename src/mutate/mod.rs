@@ -6,7 +6,8 @@
 //! Performance). Rare ones (denials, a value the engine replaced) keep `format!`.
 
 mod component;
-mod database_url;
+pub mod conninfo;
+pub mod database_url;
 pub mod effective;
 pub mod env;
 pub mod identity;
@@ -20,11 +21,12 @@ use wildmatch::WildMatch;
 
 pub use component::{Component, Selector, Target};
 pub use database_url::has_password as url_has_password;
+use database_url::{Mode, Password};
 pub use validate::{Violation, validate};
 
 use crate::consts::{
-    self, AWS_ROLE_ARN, EKS_ROLE_ARN_ANNOTATION, IAM_FEATURE_GATE, POSTGRESQL_URL,
-    REGION_ANNOTATION, STATUS_ANNOTATION, STATUS_INJECTED,
+    self, AWS_ROLE_ARN, EKS_ROLE_ARN_ANNOTATION, IAM_FEATURE_GATE, REGION_ANNOTATION,
+    STATUS_ANNOTATION, STATUS_INJECTED,
 };
 use crate::facts::{Facts, SaFact};
 use effective::{Env, Value};
@@ -90,7 +92,7 @@ impl MutateConfig {
             force_service_account: false,
             inject_web_identity: true,
             regional_sts: false,
-            token_expiration: consts::EKS_MAX_TOKEN_EXPIRATION,
+            token_expiration: consts::EKS_DEFAULT_TOKEN_EXPIRATION,
             registry_s3_irsa: false,
         }
     }
@@ -281,14 +283,75 @@ fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
     })
 }
 
+/// A warning is at most this many characters: the API server drops longer ones silently.
+pub const MAX_WARNING_CHARS: usize = 119;
+
+/// A warning as the API server keeps it: control characters made blanks, cut to
+/// [`MAX_WARNING_CHARS`] (ending with `…` where cut).
+pub fn tidy_warning(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.chars().count() <= MAX_WARNING_CHARS {
+        return clean;
+    }
+    let mut cut: String = clean.chars().take(MAX_WARNING_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
 /// Everything the engine says besides the pod: warnings for people, a summary for audit.
 #[derive(Default)]
 struct Notes {
-    warnings: Vec<String>,
+    /// Each text once, with the containers it is about (none: about the pod), in the order
+    /// first said.
+    warnings: Vec<(String, Vec<String>)>,
     set: Vec<&'static str>,
     blanked: Vec<&'static str>,
     sslmode: Vec<String>,
     audit: BTreeMap<String, String>,
+}
+
+impl Notes {
+    /// A warning about one container; the same text about several is said once.
+    fn warn(&mut self, container: &str, text: String) {
+        match self
+            .warnings
+            .iter_mut()
+            .find(|(t, cs)| *t == text && !cs.is_empty())
+        {
+            Some((_, cs)) if cs.iter().any(|c| c == container) => {}
+            Some((_, cs)) => cs.push(container.to_owned()),
+            None => self.warnings.push((text, vec![container.to_owned()])),
+        }
+    }
+
+    /// A warning about the pod as a whole.
+    fn warn_pod(&mut self, text: String) {
+        if !self
+            .warnings
+            .iter()
+            .any(|(t, cs)| *t == text && cs.is_empty())
+        {
+            self.warnings.push((text, Vec::new()));
+        }
+    }
+
+    /// The warnings as the response carries them: `container a: …`, `containers a, b: …`.
+    fn rendered(&self) -> Vec<String> {
+        self.warnings
+            .iter()
+            .map(|(text, containers)| {
+                let full = match containers.as_slice() {
+                    [] => text.clone(),
+                    [one] => ["container ", one, ": ", text].concat(),
+                    many => ["containers ", &many.join(", "), ": ", text].concat(),
+                };
+                tidy_warning(&full)
+            })
+            .collect()
+    }
 }
 
 /// What [`edit`] says besides the pod it edited.
@@ -372,26 +435,23 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
         "S3 web identity (distribution v3)"
     };
     for c in &unknown_images {
-        notes.warnings.push(
+        notes.warn(
+            &c.name,
             [
-                "container ",
-                &c.name,
-                ": image ",
+                "image ",
                 c.image.as_deref().unwrap_or("<none>"),
-                " is not known to support ",
+                " may lack ",
                 what,
-                " (upstream Harbor lacks it, goharbor/harbor#12546)",
+                " (goharbor/harbor#12546)",
             ]
             .concat(),
         );
     }
     if config.strict_images && !unknown_images.is_empty() {
-        notes
-            .warnings
-            .push("left unchanged: --strict-images skips pods with such images".into());
+        notes.warn_pod("left unchanged: --strict-images skips pods with such images".into());
         return Ok(unchanged(
             Outcome::Skipped(Skip::ImageNotIamCapable(component)),
-            notes.warnings,
+            notes.rendered(),
         ));
     }
 
@@ -440,16 +500,15 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
     if spec.service_account.is_some() {
         spec.service_account = Some(sa.clone());
     }
-    if keep_own {
-        notes.audit.insert(
-            "service-account".into(),
-            [&sa, " (kept: it has a role)"].concat(),
-        );
-    } else if old_sa != sa {
-        notes
-            .audit
-            .insert("service-account".into(), [&old_sa, " -> ", &sa].concat());
-    }
+    // The account the pod ends with (not the change), so that a reinvocation says the same.
+    notes.audit.insert(
+        "service-account".into(),
+        if keep_own {
+            [&sa, " (kept: it has a role)"].concat()
+        } else {
+            sa.clone()
+        },
+    );
     if irsa {
         let role = check_role(&who, ns, &sa, facts, config, &mut notes)?;
         if let Some((role, annotations)) = role {
@@ -469,15 +528,11 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
                 if old_sa != sa {
                     replace_stale_role(out, facts.role_arn(ns, &old_sa), role, &mut notes);
                 }
-                let changed = identity::inject(out, &wi);
-                notes.audit.insert(
-                    "web-identity".into(),
-                    if changed.is_empty() {
-                        "present".into()
-                    } else {
-                        ["injected into ", &changed.join(",")].concat()
-                    },
-                );
+                identity::inject(out, &wi);
+                // The containers that carry it (not those changed now): the same on reinvocation.
+                notes
+                    .audit
+                    .insert("web-identity".into(), identity::carriers(out).join(","));
             }
         }
     }
@@ -486,12 +541,13 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
         .get_or_insert_with(Default::default)
         .insert(STATUS_ANNOTATION.into(), STATUS_INJECTED.into());
 
+    let warnings = notes.rendered();
     let Notes {
-        warnings,
         mut set,
         mut blanked,
         sslmode,
         mut audit,
+        ..
     } = notes;
     audit.insert("component".into(), component.as_str().to_owned());
     for (key, names) in [("env-set", &mut set), ("env-blanked", &mut blanked)] {
@@ -511,36 +567,109 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
     })
 }
 
-/// `POSTGRESQL_URL` as the container gets it, our blanks applied: one that carries a password
-/// is refused, one the engine can't read is warned about.
+/// `POSTGRESQL_URL` as pgx reads it once the kubelet has expanded it, our blanks applied: one
+/// that carries a password is refused, one the engine can't read is warned about, and a weak or
+/// missing sslmode is made `require` in the entry's literal text (regular containers only).
 fn check_database_urls(
-    pod: &Pod,
+    pod: &mut Pod,
     who: &str,
     ns: Option<&str>,
     facts: &Facts,
     warn_unknown: bool,
     notes: &mut Notes,
 ) -> Result<(), MutateError> {
-    for c in all_containers(pod) {
-        match Env::of(c, ns, facts).get(POSTGRESQL_URL) {
-            Some(Value::Known { value, from }) if url_has_password(&value) => {
+    let Some(spec) = pod.spec.as_mut() else {
+        return Ok(());
+    };
+    let init = spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .map(|c| (c, false));
+    for (c, regular) in init.chain(spec.containers.iter_mut().map(|c| (c, true))) {
+        let Some(judged) = database_url::judge(c, ns, facts) else {
+            continue;
+        };
+        let whole_unknown = matches!(
+            (&judged.password, &judged.mode),
+            (Password::Unknown { from: a }, Mode::Unknown { from: b }) if a == b
+        );
+        match judged.password {
+            Password::Known { from } => {
                 return Err(MutateError::PasswordInUrl {
                     pod: who.to_owned(),
                     container: c.name.clone(),
                     from,
                 });
             }
-            Some(Value::Unknown { from }) if warn_unknown => notes.warnings.push(
-                [
-                    "container ",
-                    &c.name,
-                    ": POSTGRESQL_URL comes from ",
-                    &from,
-                    "; make sure it holds no password",
-                ]
-                .concat(),
+            Password::Unknown { from } if warn_unknown => notes.warn(
+                &c.name,
+                if whole_unknown {
+                    [
+                        "POSTGRESQL_URL comes from ",
+                        &from,
+                        "; make sure it holds no password",
+                    ]
+                    .concat()
+                } else {
+                    ["POSTGRESQL_URL's password may come from ", &from].concat()
+                },
             ),
             _ => {}
+        }
+        if !regular {
+            continue;
+        }
+        match judged.mode {
+            Mode::Strong(v) => notes.sslmode.push([&c.name, ":url=", &v].concat()),
+            Mode::Weak {
+                was,
+                fix: Some((i, value)),
+            } => {
+                if let Some(e) = c.env.as_mut().and_then(|env| env.get_mut(i)) {
+                    e.value = Some(value);
+                }
+                notes.sslmode.push([&c.name, ":url=require"].concat());
+                notes.warn(
+                    &c.name,
+                    match was {
+                        Some(was) => [
+                            "POSTGRESQL_URL sslmode was ",
+                            &shown(&was),
+                            "; set to require",
+                        ]
+                        .concat(),
+                        None => "POSTGRESQL_URL had no sslmode; sslmode=require added".into(),
+                    },
+                );
+            }
+            Mode::Weak { fix: None, .. } => {
+                notes.sslmode.push([&c.name, ":url=weak"].concat());
+                notes.warn(
+                    &c.name,
+                    "POSTGRESQL_URL sslmode is weak and not literal in the pod: set sslmode=require at its source"
+                        .into(),
+                );
+            }
+            Mode::Unknown { .. } if whole_unknown => {
+                notes.sslmode.push([&c.name, ":url=unknown"].concat());
+            }
+            Mode::Unknown { from } => {
+                notes.sslmode.push([&c.name, ":url=unknown"].concat());
+                if warn_unknown {
+                    notes.warn(
+                        &c.name,
+                        ["POSTGRESQL_URL sslmode comes from ", &from, "; left as is"].concat(),
+                    );
+                }
+            }
+            Mode::Unparsable => {
+                notes.sslmode.push([&c.name, ":url=unparsable"].concat());
+                notes.warn(
+                    &c.name,
+                    "POSTGRESQL_URL is not a connection string pgx reads; left as is".into(),
+                );
+            }
         }
     }
     Ok(())
@@ -560,19 +689,19 @@ fn set_iam_env(
         (IAM_FEATURE_GATE, "true", &is_true),
     ] {
         let was = Env::of(c, ns, facts).get(name);
+        // Reported whether or not it was there already, so that a reinvocation says the same.
+        notes.set.push(name);
         if was.as_ref().and_then(Value::known).is_some_and(same) {
             continue;
         }
         let had_entry = set_env(c, name, value, |_| false);
-        notes.set.push(name);
         // A value from an `envFrom` source the engine can't read is not worth a warning: the
         // explicit entry wins over it.
         if let Some(was) = was.filter(|w| had_entry || w.known().is_some()) {
-            notes.warnings.push(format!(
-                "container {}: {name} was {}; set to {value:?}",
-                c.name,
-                shown_previous(&was)
-            ));
+            notes.warn(
+                &c.name,
+                format!("{name} was {}; set to {value:?}", shown_previous(&was)),
+            );
         }
     }
 }
@@ -589,11 +718,9 @@ fn raise_sslmode(
         Sslmode::Raised { was, from } => {
             notes.sslmode.push([&c.name, "=require"].concat());
             if let (Some(was), Some(from)) = (was, from) {
-                notes.warnings.push(
+                notes.warn(
+                    &c.name,
                     [
-                        "container ",
-                        &c.name,
-                        ": ",
                         name,
                         " was ",
                         &shown(&was),
@@ -607,16 +734,13 @@ fn raise_sslmode(
         }
         Sslmode::Unknown { from } => {
             notes.sslmode.push([&c.name, "=unknown"].concat());
-            notes.warnings.push(
+            notes.warn(
+                &c.name,
                 [
-                    "container ",
-                    &c.name,
-                    ": ",
                     name,
                     " comes from ",
                     &from,
-                    ", which the webhook was not shown; left as is (Harbor raises disable to \
-                     require under IAM auth)",
+                    ", not shown to the webhook; left as is",
                 ]
                 .concat(),
             );
@@ -628,21 +752,22 @@ fn blank_secrets(c: &mut Container, names: &[&'static str], notes: &mut Notes) {
     let env_from = has_env_from(c);
     for name in names {
         for done in blank_env(c, name, env_from) {
-            notes.blanked.push(name);
             if let Blanked::Dropped(origin) = done {
-                notes.warnings.push(
+                notes.warn(
+                    &c.name,
                     [
-                        "container ",
-                        &c.name,
-                        ": ",
                         name,
                         " no longer takes ",
                         origin.as_str(),
-                        "; IAM credentials replace the static secret",
+                        "; IAM auth replaces it",
                     ]
                     .concat(),
                 );
             }
+        }
+        // What the pod ends with, so that a reinvocation reports the same.
+        if c.env.iter().flatten().any(|e| e.name == *name) {
+            notes.blanked.push(name);
         }
     }
 }
@@ -667,26 +792,23 @@ fn check_role<'f>(
             Some(role) => return Ok(Some((role.as_str(), a))),
             None => MutateError::MissingRole {
                 pod: who.to_owned(),
-                namespace,
+                namespace: namespace.clone(),
                 account: sa.to_owned(),
             },
         },
         SaFact::Missing => MutateError::MissingServiceAccount {
             pod: who.to_owned(),
-            namespace,
+            namespace: namespace.clone(),
             account: sa.to_owned(),
         },
         SaFact::Unknown => {
-            notes.warnings.push(
+            notes.warn_pod(
                 [
                     "ServiceAccount ",
                     &namespace,
                     "/",
                     sa,
-                    " could not be checked (cluster facts off, or the lookup failed or was \
-                     forbidden): make sure it exists and carries ",
-                    EKS_ROLE_ARN_ANNOTATION,
-                    "; web identity not injected",
+                    " not checked (no cluster facts): make sure it has a role; no web identity",
                 ]
                 .concat(),
             );
@@ -696,7 +818,21 @@ fn check_role<'f>(
     match config.on_missing_role {
         OnMissingRole::Deny => Err(problem),
         OnMissingRole::Warn => {
-            notes.warnings.push(problem.to_string());
+            let what = match problem {
+                MutateError::MissingServiceAccount { .. } => " does not exist",
+                _ => " has no eks.amazonaws.com/role-arn",
+            };
+            notes.warn_pod(
+                [
+                    "IRSA ServiceAccount ",
+                    &namespace,
+                    "/",
+                    sa,
+                    what,
+                    "; no web identity",
+                ]
+                .concat(),
+            );
             Ok(None)
         }
     }
@@ -720,10 +856,11 @@ fn replace_stale_role(pod: &mut Pod, old_role: Option<&str>, role: &str, notes: 
                 && e.value.as_deref() == Some(old_role)
             {
                 e.value = Some(role.to_owned());
-                notes.warnings.push(format!(
-                    "container {}: AWS_ROLE_ARN pointed at the previous ServiceAccount's role; set to the new one",
-                    c.name
-                ));
+                notes.warn(
+                    &c.name,
+                    "AWS_ROLE_ARN was the previous ServiceAccount's role; set to the new one"
+                        .into(),
+                );
             }
         }
     }
