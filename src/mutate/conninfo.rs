@@ -303,19 +303,13 @@ fn parse_uri(s: &str, start: usize) -> Result<ConnInfo, ParseError> {
     }
     if peek(p) == Some(b'?') {
         p += 1;
+        // As libpq: pairs split at '&' until nothing is left (so one trailing '&' ends it).
         let mut pairs = Vec::new();
         let mut at = p;
-        loop {
+        while at < s.len() {
             let end = s[at..].find('&').map_or(s.len(), |i| at + i);
             pairs.push(at..end);
-            if end == s.len() {
-                break;
-            }
             at = end + 1;
-        }
-        // An empty query (`?` at the end) has no pairs at all.
-        if p == s.len() {
-            pairs.clear();
         }
         for pair in pairs {
             let text = &s[pair.clone()];
@@ -461,6 +455,11 @@ mod tests {
             Some("db?application_name=a")
         );
         assert!(parse("postgres://db/x?a").is_err());
+        assert!(parse("postgres://db/x?a=b&&c=d").is_err());
+        assert_eq!(
+            get("postgres://db/x?sslmode=a&", "sslmode").as_deref(),
+            Some("a")
+        );
         assert!(parse("postgres://db/x?a=b=c").is_err());
         assert!(parse("postgres://db/x?a=%zz").is_err());
         assert!(parse("postgres://db/x?a=%00").is_err());
