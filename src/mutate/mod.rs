@@ -22,7 +22,7 @@ use wildmatch::WildMatch;
 pub use component::{Component, Selector, Target};
 pub use database_url::has_password as url_has_password;
 use database_url::{Mode, Password};
-pub use validate::{Violation, validate};
+pub use validate::{Admitted, Violation, judge, judge_ephemeral, validate};
 
 use crate::consts::{
     self, AWS_ROLE_ARN, EKS_ROLE_ARN_ANNOTATION, IAM_FEATURE_GATE, REGION_ANNOTATION,
@@ -273,6 +273,24 @@ pub fn classify(pod: &Pod, config: &MutateConfig) -> Target {
     )
 }
 
+/// The chart's containers of `component` whose images are not known to carry the IAM code.
+fn images_not_iam_capable<'p>(
+    pod: &'p Pod,
+    component: Component,
+    config: &MutateConfig,
+) -> Vec<&'p Container> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .filter(|c| component.chart_containers().contains(&c.name.as_str()))
+        .filter(|c| {
+            !c.image
+                .as_deref()
+                .is_some_and(|i| config.iam_capable_images.iter().any(|p| p.matches(i)))
+        })
+        .collect()
+}
+
 fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
     let spec = pod.spec.iter();
     spec.flat_map(|s| {
@@ -418,17 +436,7 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
 
     // Only the containers the charts create: a sidecar another webhook added (istio-proxy and
     // the like) never talks to the database.
-    let unknown_images: Vec<&Container> = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .filter(|c| component.chart_containers().contains(&c.name.as_str()))
-        .filter(|c| {
-            !c.image
-                .as_deref()
-                .is_some_and(|i| config.iam_capable_images.iter().any(|p| p.matches(i)))
-        })
-        .collect();
+    let unknown_images = images_not_iam_capable(pod, component, config);
     let what = if component.uses_database() {
         "RDS IAM auth"
     } else {

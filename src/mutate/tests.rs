@@ -799,6 +799,12 @@ fn validate_refuses_static_secrets_even_when_opted_out() {
             .contains("container core may get POSTGRESQL_PASSWORD from Secret harbor-core"),
         "{err}"
     );
+    assert!(err.opted_out);
+    assert!(
+        err.to_string()
+            .contains("opts out with annotation harbor-iam-webhook/inject: disabled"),
+        "{err}"
+    );
     let mutated = mutate(
         &core_pod(vec![mk_container("core", vec![], Some("harbor-core"))]),
         &cfg(),
@@ -1002,4 +1008,197 @@ fn sslmode_through_a_reference_is_kept() {
         .collect();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].value.as_deref(), Some("$(DB_SSLMODE)"));
+}
+
+// --- /validate: the closed list of guarantees (validate.rs), and ephemeral containers.
+
+fn violations(pod: &Pod) -> String {
+    match validate(pod, &cfg()) {
+        Ok(()) => String::new(),
+        Err(v) => {
+            assert!(!v.opted_out);
+            v.problems
+        }
+    }
+}
+
+#[test]
+fn validate_lists_each_guarantee() {
+    let one = |env: Vec<EnvVar>, secret: Option<&str>| {
+        violations(&core_pod(vec![mk_container("core", env, secret)]))
+    };
+    let base = || {
+        vec![
+            lit("POSTGRESQL_SSLMODE", "require"),
+            lit("PGPASSWORD", ""),
+            lit("POSTGRESQL_PASSWORD", ""),
+            lit("HARBOR_DATABASE_PASSWORD", ""),
+        ]
+    };
+    assert_eq!(one(base(), Some("s")), "", "the mutated shape passes");
+    // 1: PGPASSWORD is a static password like the others.
+    let mut env = base();
+    env[1] = lit("PGPASSWORD", "x");
+    assert_eq!(
+        one(env, None),
+        "container core gets PGPASSWORD from a literal value"
+    );
+    // 2: an overridden entry still writes it into the pod.
+    let mut env = base();
+    env.insert(0, secret("POSTGRESQL_PASSWORD", "db", "pw"));
+    assert!(one(env, None).contains("sets POSTGRESQL_PASSWORD in an entry a later one overrides"));
+    // 3: copied before it is blank.
+    let mut env = base();
+    env.insert(0, lit("POSTGRESQL_PASSWORD", "x"));
+    env.insert(1, lit("COPY", "$(POSTGRESQL_PASSWORD)"));
+    assert!(one(env, None).contains("sets POSTGRESQL_PASSWORD in an entry"));
+    // 4: envFrom with no explicit blank, even where the prefix can't produce the name.
+    let mut c = mk_container("core", base()[..3].to_vec(), None);
+    c.env_from = Some(vec![EnvFromSource {
+        prefix: Some("OTHER_".into()),
+        ..from_config_map("cm")
+    }]);
+    assert_eq!(
+        violations(&core_pod(vec![c])),
+        "container core has envFrom but no explicit empty HARBOR_DATABASE_PASSWORD first"
+    );
+    // 5: a password in the connection string.
+    let mut env = base();
+    env.push(lit("POSTGRESQL_URL", "host=db password=x sslmode=require"));
+    assert_eq!(
+        one(env, None),
+        "container core gets a POSTGRESQL_URL with a password (from a literal value)"
+    );
+    // 6: a weak or missing sslmode variable.
+    let mut env = base();
+    env[0] = lit("POSTGRESQL_SSLMODE", "prefer");
+    assert_eq!(
+        one(env, None),
+        "container core has a weak POSTGRESQL_SSLMODE"
+    );
+    assert_eq!(
+        one(base()[1..].to_vec(), None),
+        "container core sets no POSTGRESQL_SSLMODE"
+    );
+    // 7: the connection string's own sslmode, where the pod's text decides it.
+    let mut env = base();
+    env.push(lit("POSTGRESQL_URL", "postgres://db/registry"));
+    assert_eq!(
+        one(env, None),
+        "container core has a POSTGRESQL_URL with a weak sslmode"
+    );
+    let mut env = base();
+    env.push(lit("PGSSLMODE", "verify-full"));
+    env.push(lit("POSTGRESQL_URL", "postgres://db/registry"));
+    assert_eq!(
+        one(env, None),
+        "",
+        "PGSSLMODE fills what the string leaves unset"
+    );
+}
+
+#[test]
+fn validate_admits_config_skips_with_a_warning() {
+    let mut c = mk_container("core", vec![], Some("harbor-core"));
+    c.image = Some("goharbor/harbor-core:v2.12.4".into());
+    let pod = core_pod(vec![c]);
+    assert!(validate(&pod, &cfg()).is_err());
+    let strict = MutateConfig {
+        strict_images: true,
+        ..cfg()
+    };
+    let admitted = judge(&pod, &strict, &Facts::default()).unwrap();
+    assert!(admitted.warnings[0].contains("--strict-images"));
+    let m = mutate(&pod, &strict, &Facts::default()).unwrap();
+    assert!(judge(&m.pod, &strict, &Facts::default()).is_ok());
+    // The registry without the S3 opt-in is no target.
+    let registry = mk_pod(
+        &[("app", "harbor"), ("component", "registry")],
+        vec![mk_container(
+            "registry",
+            vec![lit("REGISTRY_STORAGE_S3_SECRETKEY", "x")],
+            None,
+        )],
+    );
+    assert_eq!(validate(&registry, &cfg()), Ok(()));
+    let s3 = MutateConfig {
+        registry_s3_irsa: true,
+        ..cfg()
+    };
+    assert!(validate(&registry, &s3).is_err());
+}
+
+#[test]
+fn ephemeral_containers_new_in_the_update_are_judged() {
+    use k8s_openapi::api::core::v1::EphemeralContainer;
+    let debug = |name: &str, env: Vec<EnvVar>, secret: Option<&str>| EphemeralContainer {
+        name: name.into(),
+        image: Some("busybox".into()),
+        env: (!env.is_empty()).then_some(env),
+        env_from: secret.map(|s| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: s.into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }]
+        }),
+        ..Default::default()
+    };
+    let old = mutate(
+        &core_pod(vec![mk_container("core", vec![], Some("harbor-core"))]),
+        &cfg(),
+        &irsa_facts(),
+    )
+    .unwrap()
+    .pod;
+    let with = |eph: Vec<EphemeralContainer>| {
+        let mut p = old.clone();
+        p.spec.as_mut().unwrap().ephemeral_containers = Some(eph);
+        p
+    };
+    let facts = Facts::default();
+    // What `kubectl debug` sends by default: no env. Admitted.
+    let plain = with(vec![debug("debugger-abc", vec![], None)]);
+    assert!(judge_ephemeral(&old, &plain, &cfg(), &facts).is_ok());
+    // The core Secret through envFrom: refused, naming the container.
+    let leaking = with(vec![debug("debugger-xyz", vec![], Some("harbor-core"))]);
+    let err = judge_ephemeral(&old, &leaking, &cfg(), &facts).unwrap_err();
+    assert!(
+        err.problems.starts_with(
+            "ephemeral container debugger-xyz may get POSTGRESQL_PASSWORD from Secret harbor-core"
+        ),
+        "{err}"
+    );
+    // A literal password, or one inside the connection string.
+    for env in [
+        vec![lit("POSTGRESQL_PASSWORD", "hunter2")],
+        vec![lit("POSTGRESQL_URL", "postgres://u:hunter2@db/x")],
+        vec![secret("PGPASSWORD", "db", "pw")],
+    ] {
+        let p = with(vec![debug("d", env, None)]);
+        let err = judge_ephemeral(&old, &p, &cfg(), &facts)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    // One already in the old pod is not new: not judged again.
+    let before = with(vec![debug("debugger-xyz", vec![], Some("harbor-core"))]);
+    let more = {
+        let mut p = before.clone();
+        p.spec
+            .as_mut()
+            .unwrap()
+            .ephemeral_containers
+            .as_mut()
+            .unwrap()
+            .push(debug("second", vec![], None));
+        p
+    };
+    assert!(judge_ephemeral(&before, &more, &cfg(), &facts).is_ok());
+    // Not a Harbor DB pod: not judged.
+    let mut web = leaking.clone();
+    web.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+    assert!(judge_ephemeral(&old, &web, &cfg(), &facts).is_ok());
 }
