@@ -25,8 +25,9 @@ use database_url::{Mode, Password};
 pub use validate::{Admitted, Violation, judge, judge_ephemeral, validate};
 
 use crate::consts::{
-    self, AWS_ROLE_ARN, EKS_ROLE_ARN_ANNOTATION, IAM_FEATURE_GATE, REGION_ANNOTATION,
-    STATUS_ANNOTATION, STATUS_INJECTED,
+    self, AWS_ACCESS_KEY_ID, AWS_ROLE_ARN, AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE,
+    EKS_ROLE_ARN_ANNOTATION, IAM_FEATURE_GATE, REGION_ANNOTATION, STATUS_ANNOTATION,
+    STATUS_INJECTED,
 };
 use crate::facts::{Facts, SaFact};
 use effective::{Env, Value};
@@ -301,8 +302,9 @@ fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
     })
 }
 
-/// A warning is at most this many characters: the API server drops longer ones silently.
-pub const MAX_WARNING_CHARS: usize = 119;
+/// A warning is at most this many characters, so that with the admission layer's prefix
+/// (`harbor-iam-webhook: `, 20 characters) it stays under the 120 the API server asks for.
+pub const MAX_WARNING_CHARS: usize = 99;
 
 /// A warning as the API server keeps it: control characters made blanks, cut to
 /// [`MAX_WARNING_CHARS`] (ending with `…` where cut).
@@ -450,7 +452,6 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
                 c.image.as_deref().unwrap_or("<none>"),
                 " may lack ",
                 what,
-                " (goharbor/harbor#12546)",
             ]
             .concat(),
         );
@@ -544,6 +545,10 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
             }
         }
     }
+    if component.uses_database() {
+        let role = irsa.then(|| facts.role_arn(ns, &sa)).flatten();
+        check_credentials(out, config, role, ns, facts, &mut notes);
+    }
     out.metadata
         .annotations
         .get_or_insert_with(Default::default)
@@ -614,9 +619,9 @@ fn check_database_urls(
                 &c.name,
                 if whole_unknown {
                     [
-                        "POSTGRESQL_URL comes from ",
+                        "POSTGRESQL_URL from ",
                         &from,
-                        "; make sure it holds no password",
+                        ": make sure it has no password",
                     ]
                     .concat()
                 } else {
@@ -655,16 +660,14 @@ fn check_database_urls(
                 notes.sslmode.push([&c.name, ":url=weak"].concat());
                 notes.warn(
                     &c.name,
-                    "POSTGRESQL_URL sslmode is weak and not literal in the pod: set sslmode=require at its source"
+                    "POSTGRESQL_URL sslmode weak, not rewritable here: set sslmode=require at its source"
                         .into(),
                 );
             }
-            Mode::Unknown { .. } if whole_unknown => {
-                notes.sslmode.push([&c.name, ":url=unknown"].concat());
-            }
+            Mode::Unknown { .. } if whole_unknown || !warn_unknown => {}
             Mode::Unknown { from } => {
                 notes.sslmode.push([&c.name, ":url=unknown"].concat());
-                if warn_unknown {
+                {
                     notes.warn(
                         &c.name,
                         ["POSTGRESQL_URL sslmode comes from ", &from, "; left as is"].concat(),
@@ -744,13 +747,7 @@ fn raise_sslmode(
             notes.sslmode.push([&c.name, "=unknown"].concat());
             notes.warn(
                 &c.name,
-                [
-                    name,
-                    " comes from ",
-                    &from,
-                    ", not shown to the webhook; left as is",
-                ]
-                .concat(),
+                [name, " unknown (", &from, "): left as is"].concat(),
             );
         }
     }
@@ -763,13 +760,7 @@ fn blank_secrets(c: &mut Container, names: &[&'static str], notes: &mut Notes) {
             if let Blanked::Dropped(origin) = done {
                 notes.warn(
                     &c.name,
-                    [
-                        name,
-                        " no longer takes ",
-                        origin.as_str(),
-                        "; IAM auth replaces it",
-                    ]
-                    .concat(),
+                    ["blanked ", name, " (", origin.as_str(), ")"].concat(),
                 );
             }
         }
@@ -778,6 +769,80 @@ fn blank_secrets(c: &mut Container, names: &[&'static str], notes: &mut Notes) {
             notes.blanked.push(name);
         }
     }
+}
+
+/// Credentials that silently win over the ones the webhook sets up: the AWS SDK's default chain
+/// takes static keys before web identity, and web identity before EKS Pod Identity.
+fn check_credentials(
+    pod: &Pod,
+    config: &MutateConfig,
+    role: Option<&str>,
+    ns: Option<&str>,
+    facts: &Facts,
+    notes: &mut Notes,
+) {
+    for c in all_containers(pod) {
+        let env = Env::of(c, ns, facts);
+        // Set by the container's own entries, or to a value the engine reads (an `envFrom`
+        // Secret may set any name, so its mere presence is not worth a warning).
+        let present = |name: &str| {
+            env.get(name).is_some_and(|v| match v.known() {
+                Some(v) => !v.is_empty(),
+                None => c.env.iter().flatten().any(|e| e.name == name),
+            })
+        };
+        if present(AWS_ACCESS_KEY_ID) || present(AWS_SECRET_ACCESS_KEY) {
+            notes.warn(
+                &c.name,
+                "static AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY win over IRSA".into(),
+            );
+        }
+        match config.identity_mode {
+            IdentityMode::Irsa => {
+                let arn = env.get(AWS_ROLE_ARN);
+                if let (Some(role), Some(arn)) = (role, arn.as_ref().and_then(Value::known))
+                    && arn != role
+                    && !arn.is_empty()
+                {
+                    notes.warn(
+                        &c.name,
+                        "AWS_ROLE_ARN is not the ServiceAccount's role; web identity assumes it"
+                            .into(),
+                    );
+                }
+            }
+            IdentityMode::PodIdentity => {
+                if present(AWS_ROLE_ARN) || present(AWS_WEB_IDENTITY_TOKEN_FILE) {
+                    notes.warn(
+                        &c.name,
+                        "IRSA env (AWS_ROLE_ARN/AWS_WEB_IDENTITY_TOKEN_FILE) wins over Pod Identity".into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The warnings [`check_credentials`] gives for a pod as it is (`audit` reports them).
+pub fn credential_warnings(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Vec<String> {
+    let Target::Mutate(component) = config.target(pod.metadata.labels.as_ref(), None) else {
+        return Vec::new();
+    };
+    if !component.uses_database() {
+        return Vec::new();
+    }
+    let ns = pod.metadata.namespace.as_deref();
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .unwrap_or("default");
+    let role = (config.identity_mode == IdentityMode::Irsa)
+        .then(|| facts.role_arn(ns, sa))
+        .flatten();
+    let mut notes = Notes::default();
+    check_credentials(pod, config, role, ns, facts, &mut notes);
+    notes.rendered()
 }
 
 /// A role ARN and the annotations of the ServiceAccount that carries it.
@@ -816,7 +881,7 @@ fn check_role<'f>(
                     &namespace,
                     "/",
                     sa,
-                    " not checked (no cluster facts): make sure it has a role; no web identity",
+                    " unchecked (no cluster facts); web identity not injected",
                 ]
                 .concat(),
             );

@@ -172,7 +172,7 @@ fn exporter_uses_its_own_names_and_blanks_both_passwords() {
     assert!(
         m.warnings
             .iter()
-            .any(|w| w.contains("HARBOR_DATABASE_PASSWORD no longer takes Secret x key k"))
+            .any(|w| w.contains("blanked HARBOR_DATABASE_PASSWORD (Secret x key k)"))
     );
 }
 
@@ -215,9 +215,11 @@ fn init_containers_get_blanking_only() {
     assert_eq!(value(&m.pod, "init", "POSTGRESQL_PASSWORD"), Some(""));
     assert_eq!(value(&m.pod, "init", "POSTGRESQL_USE_IAM_AUTH"), None);
     assert!(m.warnings.iter().all(|w| !w.contains("hunter2")));
-    assert!(m.warnings.iter().any(|w| {
-        w.contains("container init: POSTGRESQL_PASSWORD no longer takes a literal value")
-    }));
+    assert!(
+        m.warnings.iter().any(|w| {
+            w.contains("container init: blanked POSTGRESQL_PASSWORD (a literal value)")
+        })
+    );
 }
 
 #[test]
@@ -331,7 +333,7 @@ fn url_with_password_is_denied_without_echoing_it() {
     assert!(
         m.warnings
             .iter()
-            .any(|w| w.contains("POSTGRESQL_URL comes from Secret db key url"))
+            .any(|w| w.contains("POSTGRESQL_URL from Secret db key url"))
     );
 
     let pod = core_pod(vec![mk_container(
@@ -525,7 +527,7 @@ fn url_from_a_config_map_is_refused_when_known_and_warned_about_when_not() {
     assert!(
         m.warnings
             .iter()
-            .any(|w| w.contains("POSTGRESQL_URL comes from ConfigMap harbor-core; make sure")),
+            .any(|w| w.contains("POSTGRESQL_URL from ConfigMap harbor-core: make sure")),
         "{:?}",
         m.warnings
     );
@@ -1201,4 +1203,103 @@ fn ephemeral_containers_new_in_the_update_are_judged() {
     let mut web = leaking.clone();
     web.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
     assert!(judge_ephemeral(&old, &web, &cfg(), &facts).is_ok());
+}
+
+// --- Credentials that silently beat IRSA (warnings, and reported by `audit`).
+
+#[test]
+fn credentials_that_beat_irsa_are_warned_about_once_per_kind() {
+    let keys = || {
+        vec![
+            lit("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+            secret("AWS_SECRET_ACCESS_KEY", "aws", "secret"),
+        ]
+    };
+    let mut init = mk_container("init", keys(), None);
+    init.image = None;
+    let mut pod = core_pod(vec![
+        mk_container("core", keys(), None),
+        mk_container(
+            "core-sidecar",
+            vec![lit("AWS_ROLE_ARN", "arn:aws:iam::1:role/other")],
+            None,
+        ),
+    ]);
+    pod.spec.as_mut().unwrap().init_containers = Some(vec![init]);
+    let m = mutate(&pod, &cfg(), &irsa_facts()).unwrap();
+    let text = m.warnings.join("\n");
+    assert!(
+        m.warnings.contains(
+            &"containers init, core: static AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY win over IRSA"
+                .to_string()
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("container core-sidecar: AWS_ROLE_ARN is not the ServiceAccount's role"),
+        "{text}"
+    );
+    assert!(!text.contains("AKIAEXAMPLE"));
+    // An envFrom Secret alone is not a finding; a blank is not one either.
+    let quiet = core_pod(vec![mk_container(
+        "core",
+        vec![lit("AWS_ACCESS_KEY_ID", "")],
+        Some("harbor-core"),
+    )]);
+    let m = mutate(&quiet, &cfg(), &irsa_facts()).unwrap();
+    assert!(
+        !m.warnings.iter().any(|w| w.contains("AWS")),
+        "{:?}",
+        m.warnings
+    );
+    // Pod Identity: IRSA env left in the pod wins over it.
+    let pi = MutateConfig {
+        identity_mode: IdentityMode::PodIdentity,
+        ..cfg()
+    };
+    let left = core_pod(vec![mk_container(
+        "core",
+        vec![lit("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token")],
+        None,
+    )]);
+    let m = mutate(&left, &pi, &Facts::default()).unwrap();
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("wins over Pod Identity")),
+        "{:?}",
+        m.warnings
+    );
+    // `audit` reports them on a pod as it runs.
+    let finding = crate::audit::audit_pod(&m.pod, &pi).expect("a finding");
+    assert!(
+        finding
+            .problems
+            .iter()
+            .any(|p| p.starts_with("credentials: ") && p.contains("wins over Pod Identity")),
+        "{:?}",
+        finding.problems
+    );
+}
+
+#[test]
+fn warnings_are_short_clean_and_aggregated() {
+    let mut c1 = mk_container("core", vec![lit("POSTGRESQL_PASSWORD", "x")], None);
+    let mut c2 = mk_container("core-2", vec![lit("POSTGRESQL_PASSWORD", "x")], None);
+    let long = format!("registry.example.com/{}/harbor-core:v1\n", "a".repeat(150));
+    c1.image = Some(long.clone());
+    c2.image = Some(long);
+    let m = mutate(&core_pod(vec![c1, c2]), &cfg(), &irsa_facts()).unwrap();
+    assert!(
+        m.warnings.contains(
+            &"containers core, core-2: blanked POSTGRESQL_PASSWORD (a literal value)".to_string()
+        ),
+        "{:?}",
+        m.warnings
+    );
+    for w in &m.warnings {
+        assert!(w.chars().count() <= MAX_WARNING_CHARS, "{w}");
+        assert!(!w.chars().any(char::is_control), "{w:?}");
+    }
+    assert!(m.warnings.iter().any(|w| w.ends_with('…')));
 }
