@@ -881,7 +881,7 @@ fn check_role<'f>(
                     &namespace,
                     "/",
                     sa,
-                    " unchecked (no cluster facts); web identity not injected",
+                    " not checked (facts off or lookup failed): no web identity",
                 ]
                 .concat(),
             );

@@ -439,7 +439,7 @@ func (a *aware) specWarn(t *testing.T) {
 		if err != nil {
 			t.Fatalf("refused with --on-missing-role warn: %v", err)
 		}
-		if !containsAny(warnings, "ServiceAccount "+nsNoRole+"/"+irsaSA+" has no eks.amazonaws.com/role-arn annotation") {
+		if !containsAny(warnings, "ServiceAccount "+nsNoRole+"/"+irsaSA+" has no eks.amazonaws.com/role-arn") {
 			t.Errorf("no Warning about the missing role; warnings: %q", warnings)
 		}
 		if got.Spec.ServiceAccountName != irsaSA {
