@@ -979,7 +979,7 @@ func (a *aware) specValidating(t *testing.T) {
 		for _, want := range []string{
 			`admission webhook "` + validateHook + `" denied the request`,
 			"container core gets POSTGRESQL_PASSWORD from a literal value",
-			"was it bypassed",
+			"opts out with annotation " + optOutAnnotation + ": disabled",
 		} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error does not contain %q", want)
