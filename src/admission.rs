@@ -46,6 +46,8 @@ struct Request<'a> {
     operation: String,
     #[serde(borrow, default)]
     object: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    old_object: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,11 +289,12 @@ pub enum Step {
 /// The response and its log summary.
 pub type Answer = (ReviewOut, Summary);
 
-/// A target pod of a mutating review, parsed, waiting for facts.
+/// A target pod of a pod CREATE, parsed, waiting for facts.
 #[derive(Debug)]
 pub struct Pending {
     uid: String,
     summary: Summary,
+    endpoint: Endpoint,
     pod: Box<Pod>,
     component: Component,
     needs: Needs,
@@ -303,7 +306,10 @@ impl Pending {
     }
 
     pub fn finish(self, config: &MutateConfig, facts: &Facts) -> Answer {
-        let eval = run_engine(*self.pod, self.component, config, facts);
+        let eval = match self.endpoint {
+            Endpoint::Mutate => run_engine(*self.pod, self.component, config, facts),
+            Endpoint::Validate => validate(&self.pod, self.component, config, facts),
+        };
         answer(self.uid, self.summary, eval)
     }
 }
@@ -326,7 +332,9 @@ pub fn start(body: &[u8], endpoint: Endpoint, config: &MutateConfig) -> Result<S
         operation: req.operation.clone(),
         ..Summary::default()
     };
-    let judged = if !is_pod_create(&req) {
+    let judged = if endpoint == Endpoint::Validate && is_ephemeral_update(&req) {
+        Judged::Done(validate_ephemeral(&req, config))
+    } else if !is_pod_create(&req) {
         Judged::Done(Evaluation::of(Reason::NotAPodCreate, None))
     } else if let Some(object) = req.object {
         judge(
@@ -342,6 +350,7 @@ pub fn start(body: &[u8], endpoint: Endpoint, config: &MutateConfig) -> Result<S
     Ok(match judged {
         Judged::Done(eval) => Step::Answered(answer(req.uid, summary, eval)),
         Judged::Pending(pod, component) => Step::Pending(Pending {
+            endpoint,
             uid: req.uid,
             summary,
             needs: Needs::of(&pod, component, config),
@@ -386,7 +395,7 @@ pub fn evaluate(
 
 enum Judged {
     Done(Evaluation),
-    /// A target pod of a mutating review: the engine runs once the facts are known.
+    /// A target pod: the engine or the guarantee runs once the facts are known.
     Pending(Box<Pod>, Component),
 }
 
@@ -435,10 +444,7 @@ fn judge(
     if pod.metadata.namespace.as_deref().unwrap_or("").is_empty() {
         pod.metadata.namespace = namespace.map(str::to_owned);
     }
-    match endpoint {
-        Endpoint::Validate => Judged::Done(validate(&pod, component, config)),
-        Endpoint::Mutate => Judged::Pending(Box::new(pod), component),
-    }
+    Judged::Pending(Box::new(pod), component)
 }
 
 fn read_envelope(body: &[u8]) -> Result<ReviewIn<'_>, ReviewError> {
@@ -546,14 +552,59 @@ fn run_engine(
     }
 }
 
-/// `/validate`: refuse a target pod that would still receive a static secret.
-fn validate(pod: &Pod, component: Component, config: &MutateConfig) -> Evaluation {
-    match mutate::validate(pod, config) {
-        Ok(()) => Evaluation::of(Reason::NoStaticSecret, Some(component)),
+/// `/validate`: refuse a target pod that would still receive a static secret
+/// ([`mutate::judge`]); a pod a configuration skip leaves alone is admitted with a warning.
+fn validate(pod: &Pod, component: Component, config: &MutateConfig, facts: &Facts) -> Evaluation {
+    verdict(mutate::judge(pod, config, facts), component)
+}
+
+fn verdict(
+    judged: Result<mutate::Admitted, mutate::Violation>,
+    component: Component,
+) -> Evaluation {
+    match judged {
+        Ok(admitted) => Evaluation {
+            warnings: admitted
+                .warnings
+                .iter()
+                .map(|w| [WARNING_PREFIX, w].concat())
+                .collect(),
+            ..Evaluation::of(Reason::NoStaticSecret, Some(component))
+        },
         Err(violation) => {
             Evaluation::denied(Reason::StaticSecret, component, violation.to_string())
         }
     }
+}
+
+/// What `kubectl debug` sends: an UPDATE of the pod's `ephemeralcontainers` subresource.
+fn is_ephemeral_update(req: &Request) -> bool {
+    let k = &req.kind;
+    k.group.is_empty()
+        && k.version == "v1"
+        && k.kind == "Pod"
+        && req.operation == "UPDATE"
+        && req.sub_resource.as_deref() == Some("ephemeralcontainers")
+}
+
+/// `/validate` of an ephemeral-containers update: an ephemeral container new in it must not
+/// bring a static password into a Harbor DB pod ([`mutate::judge_ephemeral`]).
+fn validate_ephemeral(req: &Request, config: &MutateConfig) -> Evaluation {
+    let (Some(new), Some(old)) = (req.object, req.old_object) else {
+        return Evaluation::of(Reason::NoObject, None);
+    };
+    let (Ok(new), Ok(old)) = (parse_pod(new.get()), parse_pod(old.get())) else {
+        // Unreadable: the API server's own validation answers.
+        return Evaluation::of(Reason::Unreadable, None);
+    };
+    let component = match config.target(new.metadata.labels.as_ref(), None) {
+        Target::Mutate(c) => c,
+        _ => return Evaluation::of(Reason::NotHarbor, None),
+    };
+    verdict(
+        mutate::judge_ephemeral(&old, &new, config, &Facts::default()),
+        component,
+    )
 }
 
 /// Every response, built from the request's uid and the evaluation.

@@ -7,7 +7,7 @@ use kube::{Api, Client};
 use serde::Serialize;
 
 use crate::consts::{NAMESPACE_OPT_IN_LABEL, STATUS_ANNOTATION, STATUS_INJECTED};
-use crate::mutate::{MutateConfig, Target, validate};
+use crate::mutate::{MutateConfig, Target, credential_warnings, validate};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
@@ -76,6 +76,11 @@ pub fn audit_pod(pod: &Pod, config: &MutateConfig) -> Option<Finding> {
     if let Err(v) = validate(pod, config) {
         problems.push(format!("static secret: {}", v.problems));
     }
+    problems.extend(
+        credential_warnings(pod, config, &crate::facts::Facts::default())
+            .into_iter()
+            .map(|w| ["credentials: ", &w].concat()),
+    );
     if problems.is_empty() {
         return None;
     }

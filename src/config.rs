@@ -119,7 +119,7 @@ pub struct EngineArgs {
     /// Add AWS_STS_REGIONAL_ENDPOINTS=regional (a ServiceAccount annotation overrides).
     #[arg(long, env = "HARBOR_IAM_WEBHOOK_STS_REGIONAL_ENDPOINTS")]
     pub sts_regional_endpoints: bool,
-    /// Default lifetime of the projected web-identity token (clamped to 3600..86400).
+    /// Default lifetime of the projected web-identity token (raised to 600 when lower, as the EKS webhook does).
     #[arg(
         long,
         env = "HARBOR_IAM_WEBHOOK_TOKEN_EXPIRATION_SECONDS",
@@ -389,9 +389,8 @@ impl EngineArgs {
             force_service_account: self.force_service_account,
             inject_web_identity: self.inject_web_identity,
             regional_sts: self.sts_regional_endpoints,
-            token_expiration: self.token_expiration_seconds.clamp(
-                consts::EKS_MIN_TOKEN_EXPIRATION,
-                consts::EKS_MAX_TOKEN_EXPIRATION,
+            token_expiration: crate::mutate::identity::token_expiration(
+                self.token_expiration_seconds,
             ),
             registry_s3_irsa: self.registry_s3_irsa,
         })

@@ -35,6 +35,11 @@ pub const HARBOR_DATABASE_USE_IAM_AUTH: &str = "HARBOR_DATABASE_USE_IAM_AUTH";
 pub const HARBOR_DATABASE_AWS_REGION: &str = "HARBOR_DATABASE_AWS_REGION";
 pub const HARBOR_DATABASE_SSLMODE: &str = "HARBOR_DATABASE_SSLMODE";
 pub const HARBOR_DATABASE_PASSWORD: &str = "HARBOR_DATABASE_PASSWORD";
+// Env names libpq (and pgx, which Harbor's pool uses) reads for what a connection string leaves
+// unset.
+pub const PGPASSWORD: &str = "PGPASSWORD";
+pub const PGSSLMODE: &str = "PGSSLMODE";
+pub const PGSERVICE: &str = "PGSERVICE";
 /// Feature gate every harbor-next DB client checks before it uses IAM auth.
 pub const IAM_FEATURE_GATE: &str = "HARBOR_ENABLE_COMMERCIAL_AWS_RDS_IAM_AUTH";
 
@@ -54,13 +59,18 @@ pub const EKS_DEFAULT_AUDIENCE: &str = "sts.amazonaws.com";
 pub const EKS_TOKEN_VOLUME: &str = "aws-iam-token";
 pub const EKS_TOKEN_MOUNT_PATH: &str = "/var/run/secrets/eks.amazonaws.com/serviceaccount";
 pub const EKS_TOKEN_FILE: &str = "token";
-pub const EKS_MIN_TOKEN_EXPIRATION: i64 = 3600;
-pub const EKS_MAX_TOKEN_EXPIRATION: i64 = 86400;
+/// A token lifetime below this is raised to it (amazon-eks-pod-identity-webhook v0.6.17
+/// `pkg/validation.go` `ValidateMinTokenExpiration`); there is no upper bound.
+pub const EKS_MIN_TOKEN_EXPIRATION: i64 = 600;
+pub const EKS_DEFAULT_TOKEN_EXPIRATION: i64 = 86400;
 pub const AWS_ROLE_ARN: &str = "AWS_ROLE_ARN";
 pub const AWS_WEB_IDENTITY_TOKEN_FILE: &str = "AWS_WEB_IDENTITY_TOKEN_FILE";
 pub const AWS_REGION: &str = "AWS_REGION";
 pub const AWS_DEFAULT_REGION: &str = "AWS_DEFAULT_REGION";
 pub const AWS_STS_REGIONAL_ENDPOINTS: &str = "AWS_STS_REGIONAL_ENDPOINTS";
+/// Static keys: the AWS SDK's default chain takes them before web identity.
+pub const AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+pub const AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
 
 // Registry storage keys (opt-in blanking).
 pub const REGISTRY_S3_ACCESS_KEY: &str = "REGISTRY_STORAGE_S3_ACCESSKEY";

@@ -69,7 +69,8 @@ impl Component {
 
     /// Env names that can carry a static secret the webhook replaces: both database password
     /// names in every DB component (whichever it reads: an image or a future chart may read the
-    /// other), or the registry's S3 keys.
+    /// other) and `PGPASSWORD` (pgx fills a connection string's missing password from it), or
+    /// the registry's S3 keys.
     pub fn password_envs(self) -> &'static [&'static str] {
         match self {
             Component::Registry => &[
@@ -79,6 +80,7 @@ impl Component {
             _ => &[
                 consts::POSTGRESQL_PASSWORD,
                 consts::HARBOR_DATABASE_PASSWORD,
+                consts::PGPASSWORD,
             ],
         }
     }

@@ -14,19 +14,28 @@
 //! The engine takes every decision from [`Env`], never from a single entry. What it cannot read
 //! is [`Value::Unknown`]: a Secret's data, a ConfigMap the facts do not show, `fieldRef`,
 //! `resourceFieldRef`, `fileKeyRef`, and service-link variables. One assumption keeps the charts
-//! decidable: an `envFrom` Secret may set any name except the sslmode variables and
-//! `POSTGRESQL_URL` (the charts keep those in ConfigMaps).
+//! decidable: an `envFrom` Secret may set any name except the sslmode variables (`PGSSLMODE`
+//! too), `PGSERVICE` and `POSTGRESQL_URL` (the charts keep those in ConfigMaps, or set none).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use k8s_openapi::api::core::v1::{Container, EnvVar};
 
 use super::env::{config_map, config_map_key, describe_source};
-use crate::consts::{HARBOR_DATABASE_SSLMODE, POSTGRESQL_SSLMODE, POSTGRESQL_URL};
+use crate::consts::{
+    HARBOR_DATABASE_SSLMODE, PGSERVICE, PGSSLMODE, POSTGRESQL_SSLMODE, POSTGRESQL_URL,
+};
 use crate::facts::Facts;
 
 /// Names an `envFrom` Secret is taken not to set.
-const NOT_IN_SECRETS: &[&str] = &[POSTGRESQL_SSLMODE, HARBOR_DATABASE_SSLMODE, POSTGRESQL_URL];
+const NOT_IN_SECRETS: &[&str] = &[
+    POSTGRESQL_SSLMODE,
+    HARBOR_DATABASE_SSLMODE,
+    POSTGRESQL_URL,
+    PGSSLMODE,
+    PGSERVICE,
+];
 
 /// Where a value written in the pod comes from, as messages name it: a literal, or a `value`
 /// that refers to other variables.
@@ -90,33 +99,44 @@ pub enum Piece<'s> {
 /// the first `)`, the empty name included), an unclosed `$(` and any other `$x` literal text, a
 /// trailing `$` too.
 pub fn pieces(input: &str) -> Vec<Piece<'_>> {
+    spans(input).into_iter().map(|(p, _)| p).collect()
+}
+
+/// [`pieces`], each with the bytes of `input` it was read from (`$$` is two bytes giving `$`).
+pub fn spans(input: &str) -> Vec<(Piece<'_>, Range<usize>)> {
     let bytes = input.as_bytes();
     let mut out = Vec::new();
     let mut checkpoint = 0;
     let mut cursor = 0;
     while cursor < bytes.len() {
         if bytes[cursor] == b'$' && cursor + 1 < bytes.len() {
-            out.push(Piece::Text(&input[checkpoint..cursor]));
+            out.push((Piece::Text(&input[checkpoint..cursor]), checkpoint..cursor));
             let after = cursor + 1;
             let advance = match bytes[after] {
                 b'$' => {
-                    out.push(Piece::Text("$"));
+                    out.push((Piece::Text("$"), cursor..after + 1));
                     1
                 }
                 b'(' => match input[after + 1..].find(')') {
                     Some(len) => {
-                        out.push(Piece::Ref(&input[after + 1..after + 1 + len]));
+                        out.push((
+                            Piece::Ref(&input[after + 1..after + 1 + len]),
+                            cursor..after + len + 2,
+                        ));
                         len + 2
                     }
                     None => {
-                        out.push(Piece::Text("$("));
+                        out.push((Piece::Text("$("), cursor..after + 1));
                         1
                     }
                 },
                 _ => {
                     // `$` and the character after it, both kept.
                     let width = input[after..].chars().next().map_or(1, char::len_utf8);
-                    out.push(Piece::Text(&input[cursor..after + width]));
+                    out.push((
+                        Piece::Text(&input[cursor..after + width]),
+                        cursor..after + width,
+                    ));
                     width
                 }
             };
@@ -125,8 +145,9 @@ pub fn pieces(input: &str) -> Vec<Piece<'_>> {
         }
         cursor += 1;
     }
-    out.push(Piece::Text(&input[checkpoint.min(input.len())..]));
-    out.retain(|p| *p != Piece::Text(""));
+    let tail = checkpoint.min(input.len());
+    out.push((Piece::Text(&input[tail..]), tail..input.len()));
+    out.retain(|(p, _)| *p != Piece::Text(""));
     out
 }
 

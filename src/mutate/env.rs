@@ -85,7 +85,7 @@ pub enum EnvEdit {
 }
 
 /// Set entry `index` of `env` to the literal `value`, in place.
-fn set_value(env: &mut [EnvVar], index: usize, value: &str) -> EnvEdit {
+pub fn set_value(env: &mut [EnvVar], index: usize, value: &str) -> EnvEdit {
     let e = &mut env[index];
     let dropped_value_from = e.value_from.take().is_some();
     e.value = Some(value.to_owned());

@@ -14,9 +14,9 @@ use super::{At, Edit};
 use crate::consts::{
     AWS_DEFAULT_REGION, AWS_REGION, AWS_ROLE_ARN, AWS_STS_REGIONAL_ENDPOINTS,
     AWS_WEB_IDENTITY_TOKEN_FILE, EKS_AUDIENCE_ANNOTATION, EKS_DEFAULT_AUDIENCE,
-    EKS_MAX_TOKEN_EXPIRATION, EKS_MIN_TOKEN_EXPIRATION, EKS_SKIP_CONTAINERS_ANNOTATION,
-    EKS_SKIP_POD_LABEL, EKS_STS_REGIONAL_ANNOTATION, EKS_TOKEN_EXPIRATION_ANNOTATION,
-    EKS_TOKEN_FILE, EKS_TOKEN_MOUNT_PATH, EKS_TOKEN_VOLUME,
+    EKS_MIN_TOKEN_EXPIRATION, EKS_SKIP_CONTAINERS_ANNOTATION, EKS_SKIP_POD_LABEL,
+    EKS_STS_REGIONAL_ANNOTATION, EKS_TOKEN_EXPIRATION_ANNOTATION, EKS_TOKEN_FILE,
+    EKS_TOKEN_MOUNT_PATH, EKS_TOKEN_VOLUME,
 };
 
 /// Everything the injection needs, resolved from the pod, its ServiceAccount and the flags.
@@ -29,8 +29,9 @@ pub struct WebIdentity {
     pub region: String,
 }
 
-fn clamp_expiration(seconds: i64) -> i64 {
-    seconds.clamp(EKS_MIN_TOKEN_EXPIRATION, EKS_MAX_TOKEN_EXPIRATION)
+/// As the EKS webhook: raised to 600 s when lower, otherwise kept (no upper cap).
+pub fn token_expiration(seconds: i64) -> i64 {
+    seconds.max(EKS_MIN_TOKEN_EXPIRATION)
 }
 
 /// Go's `strconv.ParseBool`.
@@ -44,7 +45,7 @@ fn parse_bool(v: &str) -> Option<bool> {
 
 impl WebIdentity {
     /// audience: SA annotation > default; regional STS: SA annotation > flag;
-    /// expiry: pod annotation > SA annotation > flag, clamped to [3600, 86400].
+    /// expiry: pod annotation > SA annotation > flag, raised to 600 s when lower.
     pub fn resolve(
         pod: &Pod,
         role_arn: &str,
@@ -74,7 +75,7 @@ impl WebIdentity {
             role_arn: role_arn.to_owned(),
             audience,
             regional_sts,
-            expiration_seconds: clamp_expiration(expiration),
+            expiration_seconds: token_expiration(expiration),
             region: region.to_owned(),
         }
     }
@@ -237,6 +238,18 @@ pub fn inject(pod: &mut Pod, wi: &WebIdentity, edits: &mut Vec<Edit>) -> Vec<Str
         });
     }
     changed
+}
+
+/// The containers (init containers first) web identity goes to: all but those named in
+/// `eks.amazonaws.com/skip-containers`.
+pub fn carriers(pod: &Pod) -> Vec<String> {
+    let skip = skipped_containers(pod);
+    pod.spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+        .filter(|c| !skip.contains(&c.name))
+        .map(|c| c.name.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -408,7 +421,7 @@ mod tests {
     }
 
     #[test]
-    fn resolution_order_and_clamping() {
+    fn resolution_order_and_the_eks_floor() {
         let sa: BTreeMap<String, String> = [
             (EKS_AUDIENCE_ANNOTATION.to_string(), "custom".to_string()),
             (EKS_STS_REGIONAL_ANNOTATION.to_string(), "true".to_string()),
@@ -427,12 +440,29 @@ mod tests {
         let annotated = pod(vec![], &[(EKS_TOKEN_EXPIRATION_ANNOTATION, "60")]);
         assert_eq!(
             WebIdentity::resolve(&annotated, "arn", &sa, false, 86400, "r").expiration_seconds,
-            3600
+            600
+        );
+        let annotated = pod(vec![], &[(EKS_TOKEN_EXPIRATION_ANNOTATION, "600")]);
+        assert_eq!(
+            WebIdentity::resolve(&annotated, "arn", &sa, false, 86400, "r").expiration_seconds,
+            600
         );
         let annotated = pod(vec![], &[(EKS_TOKEN_EXPIRATION_ANNOTATION, "999999")]);
         assert_eq!(
             WebIdentity::resolve(&annotated, "arn", &sa, false, 86400, "r").expiration_seconds,
-            86400
+            999999,
+            "no upper cap"
+        );
+        let sa_low: BTreeMap<String, String> =
+            [(EKS_TOKEN_EXPIRATION_ANNOTATION.to_string(), "1".to_string())].into();
+        assert_eq!(
+            WebIdentity::resolve(&plain, "arn", &sa_low, false, 86400, "r").expiration_seconds,
+            600
+        );
+        assert_eq!(
+            WebIdentity::resolve(&plain, "arn", &BTreeMap::new(), false, 100, "r")
+                .expiration_seconds,
+            600
         );
         let junk = pod(vec![], &[(EKS_TOKEN_EXPIRATION_ANNOTATION, "soon")]);
         assert_eq!(

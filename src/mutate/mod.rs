@@ -2,7 +2,8 @@
 //! Pure: no I/O, no clock, no logging. Whatever it needs from the cluster arrives as [`Facts`].
 
 mod component;
-mod database_url;
+pub mod conninfo;
+pub mod database_url;
 pub mod effective;
 pub mod env;
 pub mod identity;
@@ -16,11 +17,13 @@ use wildmatch::WildMatch;
 
 pub use component::{Component, Selector, Target};
 pub use database_url::has_password as url_has_password;
-pub use validate::{Violation, validate};
+use database_url::{Mode, Password};
+pub use validate::{Admitted, Violation, judge, judge_ephemeral, validate};
 
 use crate::consts::{
-    self, AWS_ROLE_ARN, EKS_ROLE_ARN_ANNOTATION, IAM_FEATURE_GATE, POSTGRESQL_URL,
-    REGION_ANNOTATION, STATUS_ANNOTATION, STATUS_INJECTED,
+    self, AWS_ACCESS_KEY_ID, AWS_ROLE_ARN, AWS_SECRET_ACCESS_KEY, AWS_WEB_IDENTITY_TOKEN_FILE,
+    EKS_ROLE_ARN_ANNOTATION, IAM_FEATURE_GATE, REGION_ANNOTATION, STATUS_ANNOTATION,
+    STATUS_INJECTED,
 };
 use crate::facts::{Facts, SaFact};
 use effective::{Env, Value};
@@ -87,7 +90,7 @@ impl MutateConfig {
             force_service_account: false,
             inject_web_identity: true,
             regional_sts: false,
-            token_expiration: consts::EKS_MAX_TOKEN_EXPIRATION,
+            token_expiration: consts::EKS_DEFAULT_TOKEN_EXPIRATION,
             registry_s3_irsa: false,
         }
     }
@@ -268,6 +271,24 @@ pub fn classify(pod: &Pod, config: &MutateConfig) -> Target {
     )
 }
 
+/// The chart's containers of `component` whose images are not known to carry the IAM code.
+fn images_not_iam_capable<'p>(
+    pod: &'p Pod,
+    component: Component,
+    config: &MutateConfig,
+) -> Vec<&'p Container> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .filter(|c| component.chart_containers().contains(&c.name.as_str()))
+        .filter(|c| {
+            !c.image
+                .as_deref()
+                .is_some_and(|i| config.iam_capable_images.iter().any(|p| p.matches(i)))
+        })
+        .collect()
+}
+
 fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
     let spec = pod.spec.iter();
     spec.flat_map(|s| {
@@ -327,15 +348,77 @@ fn containers_at(spec: &mut PodSpec) -> impl Iterator<Item = (At, &mut Container
     regular.chain(init.map(|(index, c)| (At { init: true, index }, c)))
 }
 
+/// A warning is at most this many characters, so that with the admission layer's prefix
+/// (`harbor-iam-webhook: `, 20 characters) it stays under the 120 the API server asks for.
+pub const MAX_WARNING_CHARS: usize = 99;
+
+/// A warning as the API server keeps it: control characters made blanks, cut to
+/// [`MAX_WARNING_CHARS`] (ending with `…` where cut).
+pub fn tidy_warning(text: &str) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.chars().count() <= MAX_WARNING_CHARS {
+        return clean;
+    }
+    let mut cut: String = clean.chars().take(MAX_WARNING_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
 /// Everything the engine says besides the pod: warnings for people, a summary for audit.
 #[derive(Default)]
 struct Notes {
     edits: Vec<Edit>,
-    warnings: Vec<String>,
+    /// Each text once, with the containers it is about (none: about the pod), in the order
+    /// first said.
+    warnings: Vec<(String, Vec<String>)>,
     set: Vec<&'static str>,
     blanked: Vec<&'static str>,
     sslmode: Vec<String>,
     audit: BTreeMap<String, String>,
+}
+
+impl Notes {
+    /// A warning about one container; the same text about several is said once.
+    fn warn(&mut self, container: &str, text: String) {
+        match self
+            .warnings
+            .iter_mut()
+            .find(|(t, cs)| *t == text && !cs.is_empty())
+        {
+            Some((_, cs)) if cs.iter().any(|c| c == container) => {}
+            Some((_, cs)) => cs.push(container.to_owned()),
+            None => self.warnings.push((text, vec![container.to_owned()])),
+        }
+    }
+
+    /// A warning about the pod as a whole.
+    fn warn_pod(&mut self, text: String) {
+        if !self
+            .warnings
+            .iter()
+            .any(|(t, cs)| *t == text && cs.is_empty())
+        {
+            self.warnings.push((text, Vec::new()));
+        }
+    }
+
+    /// The warnings as the response carries them: `container a: …`, `containers a, b: …`.
+    fn rendered(&self) -> Vec<String> {
+        self.warnings
+            .iter()
+            .map(|(text, containers)| {
+                let full = match containers.as_slice() {
+                    [] => text.clone(),
+                    [one] => ["container ", one, ": ", text].concat(),
+                    many => ["containers ", &many.join(", "), ": ", text].concat(),
+                };
+                tidy_warning(&full)
+            })
+            .collect()
+    }
 }
 
 /// What [`edit`] says besides the pod it edited.
@@ -406,43 +489,29 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
 
     // Only the containers the charts create: a sidecar another webhook added (istio-proxy and
     // the like) never talks to the database.
-    let unknown_images: Vec<&Container> = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .filter(|c| component.chart_containers().contains(&c.name.as_str()))
-        .filter(|c| {
-            !c.image
-                .as_deref()
-                .is_some_and(|i| config.iam_capable_images.iter().any(|p| p.matches(i)))
-        })
-        .collect();
+    let unknown_images = images_not_iam_capable(pod, component, config);
     let what = if component.uses_database() {
         "RDS IAM auth"
     } else {
         "S3 web identity (distribution v3)"
     };
     for c in &unknown_images {
-        notes.warnings.push(
+        notes.warn(
+            &c.name,
             [
-                "container ",
-                &c.name,
-                ": image ",
+                "image ",
                 c.image.as_deref().unwrap_or("<none>"),
-                " is not known to support ",
+                " may lack ",
                 what,
-                " (upstream Harbor lacks it, goharbor/harbor#12546)",
             ]
             .concat(),
         );
     }
     if config.strict_images && !unknown_images.is_empty() {
-        notes
-            .warnings
-            .push("left unchanged: --strict-images skips pods with such images".into());
+        notes.warn_pod("left unchanged: --strict-images skips pods with such images".into());
         return Ok(unchanged(
             Outcome::Skipped(Skip::ImageNotIamCapable(component)),
-            notes.warnings,
+            notes.rendered(),
         ));
     }
 
@@ -502,16 +571,15 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
             deprecated_too,
         });
     }
-    if keep_own {
-        notes.audit.insert(
-            "service-account".into(),
-            [&sa, " (kept: it has a role)"].concat(),
-        );
-    } else if old_sa != sa {
-        notes
-            .audit
-            .insert("service-account".into(), [&old_sa, " -> ", &sa].concat());
-    }
+    // The account the pod ends with (not the change), so that a reinvocation says the same.
+    notes.audit.insert(
+        "service-account".into(),
+        if keep_own {
+            [&sa, " (kept: it has a role)"].concat()
+        } else {
+            sa.clone()
+        },
+    );
     if irsa {
         let role = check_role(&who, ns, &sa, facts, config, &mut notes)?;
         if let Some((role, annotations)) = role {
@@ -531,17 +599,17 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
                 if old_sa != sa {
                     replace_stale_role(out, facts.role_arn(ns, &old_sa), role, &mut notes);
                 }
-                let changed = identity::inject(out, &wi, &mut notes.edits);
-                notes.audit.insert(
-                    "web-identity".into(),
-                    if changed.is_empty() {
-                        "present".into()
-                    } else {
-                        ["injected into ", &changed.join(",")].concat()
-                    },
-                );
+                identity::inject(out, &wi, &mut notes.edits);
+                // The containers that carry it (not those changed now): the same on reinvocation.
+                notes
+                    .audit
+                    .insert("web-identity".into(), identity::carriers(out).join(","));
             }
         }
+    }
+    if component.uses_database() {
+        let role = irsa.then(|| facts.role_arn(ns, &sa)).flatten();
+        check_credentials(out, config, role, ns, facts, &mut notes);
     }
     let annotations = &mut out.metadata.annotations;
     if annotations
@@ -560,13 +628,14 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
             .insert(STATUS_ANNOTATION.into(), STATUS_INJECTED.into());
     }
 
+    let warnings = notes.rendered();
     let Notes {
         edits,
-        warnings,
         mut set,
         mut blanked,
         sslmode,
         mut audit,
+        ..
     } = notes;
     audit.insert("component".into(), component.as_str().to_owned());
     for (key, names) in [("env-set", &mut set), ("env-blanked", &mut blanked)] {
@@ -587,36 +656,104 @@ pub fn edit(pod: &mut Pod, config: &MutateConfig, facts: &Facts) -> Result<Edite
     })
 }
 
-/// `POSTGRESQL_URL` as the container gets it, our blanks applied: one that carries a password
-/// is refused, one the engine can't read is warned about.
+/// `POSTGRESQL_URL` as pgx reads it once the kubelet has expanded it, our blanks applied: one
+/// that carries a password is refused, one the engine can't read is warned about, and a weak or
+/// missing sslmode is made `require` in the entry's literal text (regular containers only).
 fn check_database_urls(
-    pod: &Pod,
+    pod: &mut Pod,
     who: &str,
     ns: Option<&str>,
     facts: &Facts,
     warn_unknown: bool,
     notes: &mut Notes,
 ) -> Result<(), MutateError> {
-    for c in all_containers(pod) {
-        match Env::of(c, ns, facts).get(POSTGRESQL_URL) {
-            Some(Value::Known { value, from }) if url_has_password(&value) => {
+    let Some(spec) = pod.spec.as_mut() else {
+        return Ok(());
+    };
+    for (at, c) in containers_at(spec) {
+        let regular = !at.init;
+        let Some(judged) = database_url::judge(c, ns, facts) else {
+            continue;
+        };
+        let whole_unknown = matches!(
+            (&judged.password, &judged.mode),
+            (Password::Unknown { from: a }, Mode::Unknown { from: b }) if a == b
+        );
+        match judged.password {
+            Password::Known { from } => {
                 return Err(MutateError::PasswordInUrl {
                     pod: who.to_owned(),
                     container: c.name.clone(),
                     from,
                 });
             }
-            Some(Value::Unknown { from }) if warn_unknown => notes.warnings.push(
-                [
-                    "container ",
-                    &c.name,
-                    ": POSTGRESQL_URL comes from ",
-                    &from,
-                    "; make sure it holds no password",
-                ]
-                .concat(),
+            Password::Unknown { from } if warn_unknown => notes.warn(
+                &c.name,
+                if whole_unknown {
+                    [
+                        "POSTGRESQL_URL from ",
+                        &from,
+                        ": make sure it has no password",
+                    ]
+                    .concat()
+                } else {
+                    ["POSTGRESQL_URL's password may come from ", &from].concat()
+                },
             ),
             _ => {}
+        }
+        if !regular {
+            continue;
+        }
+        match judged.mode {
+            Mode::Strong(v) => notes.sslmode.push([&c.name, ":url=", &v].concat()),
+            Mode::Weak {
+                was,
+                fix: Some((i, value)),
+            } => {
+                if let Some(env) = c.env.as_mut().filter(|env| i < env.len()) {
+                    let edit = env::set_value(env, i, &value);
+                    notes.edits.push(Edit::Env { at, edit });
+                }
+                notes.sslmode.push([&c.name, ":url=require"].concat());
+                notes.warn(
+                    &c.name,
+                    match was {
+                        Some(was) => [
+                            "POSTGRESQL_URL sslmode was ",
+                            &shown(&was),
+                            "; set to require",
+                        ]
+                        .concat(),
+                        None => "POSTGRESQL_URL had no sslmode; sslmode=require added".into(),
+                    },
+                );
+            }
+            Mode::Weak { fix: None, .. } => {
+                notes.sslmode.push([&c.name, ":url=weak"].concat());
+                notes.warn(
+                    &c.name,
+                    "POSTGRESQL_URL sslmode weak, not rewritable here: set sslmode=require at its source"
+                        .into(),
+                );
+            }
+            Mode::Unknown { .. } if whole_unknown || !warn_unknown => {}
+            Mode::Unknown { from } => {
+                notes.sslmode.push([&c.name, ":url=unknown"].concat());
+                {
+                    notes.warn(
+                        &c.name,
+                        ["POSTGRESQL_URL sslmode comes from ", &from, "; left as is"].concat(),
+                    );
+                }
+            }
+            Mode::Unparsable => {
+                notes.sslmode.push([&c.name, ":url=unparsable"].concat());
+                notes.warn(
+                    &c.name,
+                    "POSTGRESQL_URL is not a connection string pgx reads; left as is".into(),
+                );
+            }
         }
     }
     Ok(())
@@ -637,6 +774,8 @@ fn set_iam_env(
         (IAM_FEATURE_GATE, "true", &is_true),
     ] {
         let was = Env::of(c, ns, facts).get(name);
+        // Reported whether or not it was there already, so that a reinvocation says the same.
+        notes.set.push(name);
         if was.as_ref().and_then(Value::known).is_some_and(same) {
             continue;
         }
@@ -645,15 +784,13 @@ fn set_iam_env(
         notes
             .edits
             .extend(edits.into_iter().map(|edit| Edit::Env { at, edit }));
-        notes.set.push(name);
         // A value from an `envFrom` source the engine can't read is not worth a warning: the
         // explicit entry wins over it.
         if let Some(was) = was.filter(|w| had_entry || w.known().is_some()) {
-            notes.warnings.push(format!(
-                "container {}: {name} was {}; set to {value:?}",
-                c.name,
-                shown_previous(&was)
-            ));
+            notes.warn(
+                &c.name,
+                format!("{name} was {}; set to {value:?}", shown_previous(&was)),
+            );
         }
     }
 }
@@ -676,11 +813,9 @@ fn raise_sslmode(
         Sslmode::Raised { was, from } => {
             notes.sslmode.push([&c.name, "=require"].concat());
             if let (Some(was), Some(from)) = (was, from) {
-                notes.warnings.push(
+                notes.warn(
+                    &c.name,
                     [
-                        "container ",
-                        &c.name,
-                        ": ",
                         name,
                         " was ",
                         &shown(&was),
@@ -694,18 +829,9 @@ fn raise_sslmode(
         }
         Sslmode::Unknown { from } => {
             notes.sslmode.push([&c.name, "=unknown"].concat());
-            notes.warnings.push(
-                [
-                    "container ",
-                    &c.name,
-                    ": ",
-                    name,
-                    " comes from ",
-                    &from,
-                    ", which the webhook was not shown; left as is (Harbor raises disable to \
-                     require under IAM auth)",
-                ]
-                .concat(),
+            notes.warn(
+                &c.name,
+                [name, " unknown (", &from, "): left as is"].concat(),
             );
         }
     }
@@ -720,23 +846,92 @@ fn blank_secrets(c: &mut Container, at: At, names: &[&'static str], notes: &mut 
             .edits
             .extend(edits.into_iter().map(|edit| Edit::Env { at, edit }));
         for done in blanked {
-            notes.blanked.push(name);
             if let Blanked::Dropped(origin) = done {
-                notes.warnings.push(
-                    [
-                        "container ",
-                        &c.name,
-                        ": ",
-                        name,
-                        " no longer takes ",
-                        origin.as_str(),
-                        "; IAM credentials replace the static secret",
-                    ]
-                    .concat(),
+                notes.warn(
+                    &c.name,
+                    ["blanked ", name, " (", origin.as_str(), ")"].concat(),
                 );
             }
         }
+        // What the pod ends with, so that a reinvocation reports the same.
+        if c.env.iter().flatten().any(|e| e.name == *name) {
+            notes.blanked.push(name);
+        }
     }
+}
+
+/// Credentials that silently win over the ones the webhook sets up: the AWS SDK's default chain
+/// takes static keys before web identity, and web identity before EKS Pod Identity.
+fn check_credentials(
+    pod: &Pod,
+    config: &MutateConfig,
+    role: Option<&str>,
+    ns: Option<&str>,
+    facts: &Facts,
+    notes: &mut Notes,
+) {
+    for c in all_containers(pod) {
+        let env = Env::of(c, ns, facts);
+        // Set by the container's own entries, or to a value the engine reads (an `envFrom`
+        // Secret may set any name, so its mere presence is not worth a warning).
+        let present = |name: &str| {
+            env.get(name).is_some_and(|v| match v.known() {
+                Some(v) => !v.is_empty(),
+                None => c.env.iter().flatten().any(|e| e.name == name),
+            })
+        };
+        if present(AWS_ACCESS_KEY_ID) || present(AWS_SECRET_ACCESS_KEY) {
+            notes.warn(
+                &c.name,
+                "static AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY win over IRSA".into(),
+            );
+        }
+        match config.identity_mode {
+            IdentityMode::Irsa => {
+                let arn = env.get(AWS_ROLE_ARN);
+                if let (Some(role), Some(arn)) = (role, arn.as_ref().and_then(Value::known))
+                    && arn != role
+                    && !arn.is_empty()
+                {
+                    notes.warn(
+                        &c.name,
+                        "AWS_ROLE_ARN is not the ServiceAccount's role; web identity assumes it"
+                            .into(),
+                    );
+                }
+            }
+            IdentityMode::PodIdentity => {
+                if present(AWS_ROLE_ARN) || present(AWS_WEB_IDENTITY_TOKEN_FILE) {
+                    notes.warn(
+                        &c.name,
+                        "IRSA env (AWS_ROLE_ARN/AWS_WEB_IDENTITY_TOKEN_FILE) wins over Pod Identity".into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The warnings [`check_credentials`] gives for a pod as it is (`audit` reports them).
+pub fn credential_warnings(pod: &Pod, config: &MutateConfig, facts: &Facts) -> Vec<String> {
+    let Target::Mutate(component) = config.target(pod.metadata.labels.as_ref(), None) else {
+        return Vec::new();
+    };
+    if !component.uses_database() {
+        return Vec::new();
+    }
+    let ns = pod.metadata.namespace.as_deref();
+    let sa = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .unwrap_or("default");
+    let role = (config.identity_mode == IdentityMode::Irsa)
+        .then(|| facts.role_arn(ns, sa))
+        .flatten();
+    let mut notes = Notes::default();
+    check_credentials(pod, config, role, ns, facts, &mut notes);
+    notes.rendered()
 }
 
 /// A role ARN and the annotations of the ServiceAccount that carries it.
@@ -759,26 +954,23 @@ fn check_role<'f>(
             Some(role) => return Ok(Some((role.as_str(), a))),
             None => MutateError::MissingRole {
                 pod: who.to_owned(),
-                namespace,
+                namespace: namespace.clone(),
                 account: sa.to_owned(),
             },
         },
         SaFact::Missing => MutateError::MissingServiceAccount {
             pod: who.to_owned(),
-            namespace,
+            namespace: namespace.clone(),
             account: sa.to_owned(),
         },
         SaFact::Unknown => {
-            notes.warnings.push(
+            notes.warn_pod(
                 [
                     "ServiceAccount ",
                     &namespace,
                     "/",
                     sa,
-                    " could not be checked (cluster facts off, or the lookup failed or was \
-                     forbidden): make sure it exists and carries ",
-                    EKS_ROLE_ARN_ANNOTATION,
-                    "; web identity not injected",
+                    " not checked (facts off or lookup failed): no web identity",
                 ]
                 .concat(),
             );
@@ -788,7 +980,21 @@ fn check_role<'f>(
     match config.on_missing_role {
         OnMissingRole::Deny => Err(problem),
         OnMissingRole::Warn => {
-            notes.warnings.push(problem.to_string());
+            let what = match problem {
+                MutateError::MissingServiceAccount { .. } => " does not exist",
+                _ => " has no eks.amazonaws.com/role-arn",
+            };
+            notes.warn_pod(
+                [
+                    "IRSA ServiceAccount ",
+                    &namespace,
+                    "/",
+                    sa,
+                    what,
+                    "; no web identity",
+                ]
+                .concat(),
+            );
             Ok(None)
         }
     }
@@ -820,10 +1026,10 @@ fn replace_stale_role(pod: &mut Pod, old_role: Option<&str>, role: &str, notes: 
         notes
             .edits
             .extend(edits.into_iter().map(|edit| Edit::Env { at, edit }));
-        notes.warnings.push(format!(
-            "container {}: AWS_ROLE_ARN pointed at the previous ServiceAccount's role; set to the new one",
-            c.name
-        ));
+        notes.warn(
+            &c.name,
+            "AWS_ROLE_ARN was the previous ServiceAccount's role; set to the new one".into(),
+        );
     }
 }
 

@@ -137,7 +137,7 @@ fn core_gets_iam_env_sa_sslmode_and_blank_password() {
         "existing entries stay first"
     );
     assert_eq!(m.audit["component"], "core");
-    assert_eq!(m.audit["service-account"], "default -> harbor-sa");
+    assert_eq!(m.audit["service-account"], "harbor-sa");
 }
 
 #[test]
@@ -172,7 +172,7 @@ fn exporter_uses_its_own_names_and_blanks_both_passwords() {
     assert!(
         m.warnings
             .iter()
-            .any(|w| w.contains("HARBOR_DATABASE_PASSWORD no longer takes Secret x key k"))
+            .any(|w| w.contains("blanked HARBOR_DATABASE_PASSWORD (Secret x key k)"))
     );
 }
 
@@ -215,9 +215,11 @@ fn init_containers_get_blanking_only() {
     assert_eq!(value(&m.pod, "init", "POSTGRESQL_PASSWORD"), Some(""));
     assert_eq!(value(&m.pod, "init", "POSTGRESQL_USE_IAM_AUTH"), None);
     assert!(m.warnings.iter().all(|w| !w.contains("hunter2")));
-    assert!(m.warnings.iter().any(|w| {
-        w.contains("container init: POSTGRESQL_PASSWORD no longer takes a literal value")
-    }));
+    assert!(
+        m.warnings.iter().any(|w| {
+            w.contains("container init: blanked POSTGRESQL_PASSWORD (a literal value)")
+        })
+    );
 }
 
 #[test]
@@ -331,7 +333,7 @@ fn url_with_password_is_denied_without_echoing_it() {
     assert!(
         m.warnings
             .iter()
-            .any(|w| w.contains("POSTGRESQL_URL comes from Secret db key url"))
+            .any(|w| w.contains("POSTGRESQL_URL from Secret db key url"))
     );
 
     let pod = core_pod(vec![mk_container(
@@ -350,9 +352,9 @@ fn images_warn_or_skip_when_strict() {
     let m = mutate(&pod, &cfg(), &Facts::default()).unwrap();
     assert_eq!(m.outcome, Outcome::Applied(Component::Core));
     assert!(
-        m.warnings.iter().any(
-            |w| w.contains("goharbor/harbor-core:v2.12.4 is not known to support RDS IAM auth")
-        )
+        m.warnings
+            .iter()
+            .any(|w| w.contains("goharbor/harbor-core:v2.12.4 may lack RDS IAM auth"))
     );
 
     let strict = MutateConfig {
@@ -525,7 +527,7 @@ fn url_from_a_config_map_is_refused_when_known_and_warned_about_when_not() {
     assert!(
         m.warnings
             .iter()
-            .any(|w| w.contains("POSTGRESQL_URL comes from ConfigMap harbor-core; make sure")),
+            .any(|w| w.contains("POSTGRESQL_URL from ConfigMap harbor-core: make sure")),
         "{:?}",
         m.warnings
     );
@@ -590,11 +592,11 @@ fn irsa_injects_web_identity_for_the_role() {
             .iter()
             .any(|v| v.name == "aws-iam-token")
     );
-    assert_eq!(m.audit["web-identity"], "injected into core");
+    assert_eq!(m.audit["web-identity"], "core");
     // Idempotent, and the EKS webhook applied afterwards would find everything in place.
     let again = mutate(&m.pod, &cfg(), &irsa_facts()).unwrap();
     assert_eq!(again.pod, m.pod);
-    assert_eq!(again.audit["web-identity"], "present");
+    assert_eq!(again.audit, m.audit, "the same audit on reinvocation");
 }
 
 #[test]
@@ -691,7 +693,7 @@ fn own_service_account_with_a_role_is_kept_unless_forced() {
         Some("harbor-sa")
     );
     assert_eq!(value(&m.pod, "core", "AWS_ROLE_ARN"), Some(ROLE));
-    assert_eq!(m.audit["service-account"], "harbor-core -> harbor-sa");
+    assert_eq!(m.audit["service-account"], "harbor-sa");
 }
 
 #[test]
@@ -797,6 +799,12 @@ fn validate_refuses_static_secrets_even_when_opted_out() {
     assert!(
         err.to_string()
             .contains("container core may get POSTGRESQL_PASSWORD from Secret harbor-core"),
+        "{err}"
+    );
+    assert!(err.opted_out);
+    assert!(
+        err.to_string()
+            .contains("opts out with annotation harbor-iam-webhook/inject: disabled"),
         "{err}"
     );
     let mutated = mutate(
@@ -1002,4 +1010,296 @@ fn sslmode_through_a_reference_is_kept() {
         .collect();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].value.as_deref(), Some("$(DB_SSLMODE)"));
+}
+
+// --- /validate: the closed list of guarantees (validate.rs), and ephemeral containers.
+
+fn violations(pod: &Pod) -> String {
+    match validate(pod, &cfg()) {
+        Ok(()) => String::new(),
+        Err(v) => {
+            assert!(!v.opted_out);
+            v.problems
+        }
+    }
+}
+
+#[test]
+fn validate_lists_each_guarantee() {
+    let one = |env: Vec<EnvVar>, secret: Option<&str>| {
+        violations(&core_pod(vec![mk_container("core", env, secret)]))
+    };
+    let base = || {
+        vec![
+            lit("POSTGRESQL_SSLMODE", "require"),
+            lit("PGPASSWORD", ""),
+            lit("POSTGRESQL_PASSWORD", ""),
+            lit("HARBOR_DATABASE_PASSWORD", ""),
+        ]
+    };
+    assert_eq!(one(base(), Some("s")), "", "the mutated shape passes");
+    // 1: PGPASSWORD is a static password like the others.
+    let mut env = base();
+    env[1] = lit("PGPASSWORD", "x");
+    assert_eq!(
+        one(env, None),
+        "container core gets PGPASSWORD from a literal value"
+    );
+    // 2: an overridden entry still writes it into the pod.
+    let mut env = base();
+    env.insert(0, secret("POSTGRESQL_PASSWORD", "db", "pw"));
+    assert!(one(env, None).contains("sets POSTGRESQL_PASSWORD in an entry a later one overrides"));
+    // 3: copied before it is blank.
+    let mut env = base();
+    env.insert(0, lit("POSTGRESQL_PASSWORD", "x"));
+    env.insert(1, lit("COPY", "$(POSTGRESQL_PASSWORD)"));
+    assert!(one(env, None).contains("sets POSTGRESQL_PASSWORD in an entry"));
+    // 4: envFrom with no explicit blank, even where the prefix can't produce the name.
+    let mut c = mk_container("core", base()[..3].to_vec(), None);
+    c.env_from = Some(vec![EnvFromSource {
+        prefix: Some("OTHER_".into()),
+        ..from_config_map("cm")
+    }]);
+    assert_eq!(
+        violations(&core_pod(vec![c])),
+        "container core has envFrom but no explicit empty HARBOR_DATABASE_PASSWORD first"
+    );
+    // 5: a password in the connection string.
+    let mut env = base();
+    env.push(lit("POSTGRESQL_URL", "host=db password=x sslmode=require"));
+    assert_eq!(
+        one(env, None),
+        "container core gets a POSTGRESQL_URL with a password (from a literal value)"
+    );
+    // 6: a weak or missing sslmode variable.
+    let mut env = base();
+    env[0] = lit("POSTGRESQL_SSLMODE", "prefer");
+    assert_eq!(
+        one(env, None),
+        "container core has a weak POSTGRESQL_SSLMODE"
+    );
+    assert_eq!(
+        one(base()[1..].to_vec(), None),
+        "container core sets no POSTGRESQL_SSLMODE"
+    );
+    // 7: the connection string's own sslmode, where the pod's text decides it.
+    let mut env = base();
+    env.push(lit("POSTGRESQL_URL", "postgres://db/registry"));
+    assert_eq!(
+        one(env, None),
+        "container core has a POSTGRESQL_URL with a weak sslmode"
+    );
+    let mut env = base();
+    env.push(lit("PGSSLMODE", "verify-full"));
+    env.push(lit("POSTGRESQL_URL", "postgres://db/registry"));
+    assert_eq!(
+        one(env, None),
+        "",
+        "PGSSLMODE fills what the string leaves unset"
+    );
+}
+
+#[test]
+fn validate_admits_config_skips_with_a_warning() {
+    let mut c = mk_container("core", vec![], Some("harbor-core"));
+    c.image = Some("goharbor/harbor-core:v2.12.4".into());
+    let pod = core_pod(vec![c]);
+    assert!(validate(&pod, &cfg()).is_err());
+    let strict = MutateConfig {
+        strict_images: true,
+        ..cfg()
+    };
+    let admitted = judge(&pod, &strict, &Facts::default()).unwrap();
+    assert!(admitted.warnings[0].contains("--strict-images"));
+    let m = mutate(&pod, &strict, &Facts::default()).unwrap();
+    assert!(judge(&m.pod, &strict, &Facts::default()).is_ok());
+    // The registry without the S3 opt-in is no target.
+    let registry = mk_pod(
+        &[("app", "harbor"), ("component", "registry")],
+        vec![mk_container(
+            "registry",
+            vec![lit("REGISTRY_STORAGE_S3_SECRETKEY", "x")],
+            None,
+        )],
+    );
+    assert_eq!(validate(&registry, &cfg()), Ok(()));
+    let s3 = MutateConfig {
+        registry_s3_irsa: true,
+        ..cfg()
+    };
+    assert!(validate(&registry, &s3).is_err());
+}
+
+#[test]
+fn ephemeral_containers_new_in_the_update_are_judged() {
+    use k8s_openapi::api::core::v1::EphemeralContainer;
+    let debug = |name: &str, env: Vec<EnvVar>, secret: Option<&str>| EphemeralContainer {
+        name: name.into(),
+        image: Some("busybox".into()),
+        env: (!env.is_empty()).then_some(env),
+        env_from: secret.map(|s| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: s.into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }]
+        }),
+        ..Default::default()
+    };
+    let old = mutate(
+        &core_pod(vec![mk_container("core", vec![], Some("harbor-core"))]),
+        &cfg(),
+        &irsa_facts(),
+    )
+    .unwrap()
+    .pod;
+    let with = |eph: Vec<EphemeralContainer>| {
+        let mut p = old.clone();
+        p.spec.as_mut().unwrap().ephemeral_containers = Some(eph);
+        p
+    };
+    let facts = Facts::default();
+    // What `kubectl debug` sends by default: no env. Admitted.
+    let plain = with(vec![debug("debugger-abc", vec![], None)]);
+    assert!(judge_ephemeral(&old, &plain, &cfg(), &facts).is_ok());
+    // The core Secret through envFrom: refused, naming the container.
+    let leaking = with(vec![debug("debugger-xyz", vec![], Some("harbor-core"))]);
+    let err = judge_ephemeral(&old, &leaking, &cfg(), &facts).unwrap_err();
+    assert!(
+        err.problems.starts_with(
+            "ephemeral container debugger-xyz may get POSTGRESQL_PASSWORD from Secret harbor-core"
+        ),
+        "{err}"
+    );
+    // A literal password, or one inside the connection string.
+    for env in [
+        vec![lit("POSTGRESQL_PASSWORD", "hunter2")],
+        vec![lit("POSTGRESQL_URL", "postgres://u:hunter2@db/x")],
+        vec![secret("PGPASSWORD", "db", "pw")],
+    ] {
+        let p = with(vec![debug("d", env, None)]);
+        let err = judge_ephemeral(&old, &p, &cfg(), &facts)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    // One already in the old pod is not new: not judged again.
+    let before = with(vec![debug("debugger-xyz", vec![], Some("harbor-core"))]);
+    let more = {
+        let mut p = before.clone();
+        p.spec
+            .as_mut()
+            .unwrap()
+            .ephemeral_containers
+            .as_mut()
+            .unwrap()
+            .push(debug("second", vec![], None));
+        p
+    };
+    assert!(judge_ephemeral(&before, &more, &cfg(), &facts).is_ok());
+    // Not a Harbor DB pod: not judged.
+    let mut web = leaking.clone();
+    web.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+    assert!(judge_ephemeral(&old, &web, &cfg(), &facts).is_ok());
+}
+
+// --- Credentials that silently beat IRSA (warnings, and reported by `audit`).
+
+#[test]
+fn credentials_that_beat_irsa_are_warned_about_once_per_kind() {
+    let keys = || {
+        vec![
+            lit("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+            secret("AWS_SECRET_ACCESS_KEY", "aws", "secret"),
+        ]
+    };
+    let mut init = mk_container("init", keys(), None);
+    init.image = None;
+    let mut pod = core_pod(vec![
+        mk_container("core", keys(), None),
+        mk_container(
+            "core-sidecar",
+            vec![lit("AWS_ROLE_ARN", "arn:aws:iam::1:role/other")],
+            None,
+        ),
+    ]);
+    pod.spec.as_mut().unwrap().init_containers = Some(vec![init]);
+    let m = mutate(&pod, &cfg(), &irsa_facts()).unwrap();
+    let text = m.warnings.join("\n");
+    assert!(
+        m.warnings.contains(
+            &"containers init, core: static AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY win over IRSA"
+                .to_string()
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("container core-sidecar: AWS_ROLE_ARN is not the ServiceAccount's role"),
+        "{text}"
+    );
+    assert!(!text.contains("AKIAEXAMPLE"));
+    // An envFrom Secret alone is not a finding; a blank is not one either.
+    let quiet = core_pod(vec![mk_container(
+        "core",
+        vec![lit("AWS_ACCESS_KEY_ID", "")],
+        Some("harbor-core"),
+    )]);
+    let m = mutate(&quiet, &cfg(), &irsa_facts()).unwrap();
+    assert!(
+        !m.warnings.iter().any(|w| w.contains("AWS")),
+        "{:?}",
+        m.warnings
+    );
+    // Pod Identity: IRSA env left in the pod wins over it.
+    let pi = MutateConfig {
+        identity_mode: IdentityMode::PodIdentity,
+        ..cfg()
+    };
+    let left = core_pod(vec![mk_container(
+        "core",
+        vec![lit("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/token")],
+        None,
+    )]);
+    let m = mutate(&left, &pi, &Facts::default()).unwrap();
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("wins over Pod Identity")),
+        "{:?}",
+        m.warnings
+    );
+    // `audit` reports them on a pod as it runs.
+    let finding = crate::audit::audit_pod(&m.pod, &pi).expect("a finding");
+    assert!(
+        finding
+            .problems
+            .iter()
+            .any(|p| p.starts_with("credentials: ") && p.contains("wins over Pod Identity")),
+        "{:?}",
+        finding.problems
+    );
+}
+
+#[test]
+fn warnings_are_short_clean_and_aggregated() {
+    let mut c1 = mk_container("core", vec![lit("POSTGRESQL_PASSWORD", "x")], None);
+    let mut c2 = mk_container("core-2", vec![lit("POSTGRESQL_PASSWORD", "x")], None);
+    let long = format!("registry.example.com/{}/harbor-core:v1\n", "a".repeat(150));
+    c1.image = Some(long.clone());
+    c2.image = Some(long);
+    let m = mutate(&core_pod(vec![c1, c2]), &cfg(), &irsa_facts()).unwrap();
+    assert!(
+        m.warnings.contains(
+            &"containers core, core-2: blanked POSTGRESQL_PASSWORD (a literal value)".to_string()
+        ),
+        "{:?}",
+        m.warnings
+    );
+    for w in &m.warnings {
+        assert!(w.chars().count() <= MAX_WARNING_CHARS, "{w}");
+        assert!(!w.chars().any(char::is_control), "{w:?}");
+    }
+    assert!(m.warnings.iter().any(|w| w.ends_with('…')));
 }

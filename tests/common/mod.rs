@@ -151,7 +151,11 @@ pub fn check_pod(pod: &Value, exp: &PodExpectation) {
     }
 }
 
-pub const PASSWORD_ENVS: &[&str] = &["POSTGRESQL_PASSWORD", "HARBOR_DATABASE_PASSWORD"];
+pub const PASSWORD_ENVS: &[&str] = &[
+    "POSTGRESQL_PASSWORD",
+    "HARBOR_DATABASE_PASSWORD",
+    "PGPASSWORD",
+];
 
 /// The invariant behind the product: no container of a DB pod receives a password.
 pub fn assert_no_static_password(pod: &Value) {

@@ -439,7 +439,7 @@ func (a *aware) specWarn(t *testing.T) {
 		if err != nil {
 			t.Fatalf("refused with --on-missing-role warn: %v", err)
 		}
-		if !containsAny(warnings, "ServiceAccount "+nsNoRole+"/"+irsaSA+" has no eks.amazonaws.com/role-arn annotation") {
+		if !containsAny(warnings, "ServiceAccount "+nsNoRole+"/"+irsaSA+" has no eks.amazonaws.com/role-arn") {
 			t.Errorf("no Warning about the missing role; warnings: %q", warnings)
 		}
 		if got.Spec.ServiceAccountName != irsaSA {
@@ -979,7 +979,7 @@ func (a *aware) specValidating(t *testing.T) {
 		for _, want := range []string{
 			`admission webhook "` + validateHook + `" denied the request`,
 			"container core gets POSTGRESQL_PASSWORD from a literal value",
-			"was it bypassed",
+			"opts out with annotation " + optOutAnnotation + ": disabled",
 		} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error does not contain %q", want)

@@ -10,7 +10,7 @@ package e2e
 // The EKS webhook's rules (v0.6.17, pkg/handler/handler.go, pkg/cache,
 // pkg/validation.go) that differ from ours (src/mutate/identity.rs):
 //   - token lifetime: pod annotation > ServiceAccount annotation > flag,
-//     raised to 600 s when lower, no upper cap; ours clamps to 3600..86400;
+//     raised to 600 s when lower, no upper cap (ours does the same);
 //   - eks.amazonaws.com/skip-containers is read as one CSV record (quotes
 //     understood; a malformed value skips nothing); ours splits on commas;
 //   - both add the token volume and mount only when none of that name
@@ -162,15 +162,15 @@ func (a *aware) specEKSWebhookOrdering(t *testing.T) {
 		{"ca-eks, --force-service-account", nsEKS, force, nil, false, irsaSA, roleARN,
 			o(eksHarborSAExpiration, true, 1, eksInPlace, "ours switches to harbor-sa and injects with its 7200 s; the EKS webhook sees harbor-sa and finds everything in place"),
 			o(86400, true, 1, eksMutated, "the EKS webhook injects default's role and token (86400 s); ours switches to harbor-sa and re-points AWS_ROLE_ARN, but keeps that token volume: harbor-sa's 7200 s is lost")},
-		// Token lifetime: ours clamps to 3600..86400, the EKS webhook only raises to 600.
+		// Token lifetime: both raise it to 600 when lower and keep it otherwise (no upper cap).
 		{"harbor, token-expiration 300", nsHarbor, a.facts, ann(expiry, "300"), false, irsaSA, roleARN,
-			o(3600, true, 1, eksInPlace, "ours: 300 raised to 3600; the EKS webhook keeps the volume it finds"),
-			o(3600, true, 1, eksNoRole, "the EKS webhook does nothing (default has no role); ours: 3600")},
+			o(600, true, 1, eksInPlace, "ours: 300 raised to 600; the EKS webhook keeps the volume it finds"),
+			o(600, true, 1, eksNoRole, "the EKS webhook does nothing (default has no role); ours: 600")},
 		{"ca-eks, token-expiration 300", nsEKS, a.facts, ann(expiry, "300"), false, "default", defaultRoleARN,
-			o(3600, true, 1, eksInPlace, "ours: 300 raised to 3600; the EKS webhook keeps the volume it finds"),
-			o(600, true, 1, eksMutated, "the EKS webhook: 300 raised to 600 only; ours keeps the volume it finds")},
+			o(600, true, 1, eksInPlace, "ours: 300 raised to 600; the EKS webhook keeps the volume it finds"),
+			o(600, true, 1, eksMutated, "the EKS webhook: 300 raised to 600; ours keeps the volume it finds")},
 		{"ca-eks, token-expiration 172800", nsEKS, a.facts, ann(expiry, "172800"), false, "default", defaultRoleARN,
-			o(86400, true, 1, eksInPlace, "ours: capped at 86400; the EKS webhook keeps the volume it finds"),
+			o(172800, true, 1, eksInPlace, "ours: no upper cap; the EKS webhook keeps the volume it finds"),
 			o(172800, true, 1, eksMutated, "the EKS webhook: no upper cap; ours keeps the volume it finds")},
 		// skip-containers: the same for a plain name; parsed differently as CSV.
 		{"ca-eks, skip-containers core", nsEKS, a.facts, ann(skip, "core"), false, "default", defaultRoleARN,

@@ -200,7 +200,7 @@ func (a *aware) specNamespacedRBAC(t *testing.T) {
 		if err != nil {
 			t.Fatalf("refused: %v", err)
 		}
-		if !containsAny(warnings, "ServiceAccount "+unbound+"/"+irsaSA+" could not be checked") {
+		if !containsAny(warnings, "ServiceAccount "+unbound+"/"+irsaSA+" not checked") {
 			t.Errorf("no warning that the ServiceAccount could not be checked: %q", warnings)
 		}
 		if got.Spec.ServiceAccountName != irsaSA {
