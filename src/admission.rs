@@ -964,4 +964,42 @@ mod tests {
         let (out, _) = validate_review(&review_json(web, "CREATE"), &cfg()).unwrap();
         assert!(out.response.allowed);
     }
+
+    #[test]
+    fn ephemeral_containers_are_judged_by_validate() {
+        let old = core_pod();
+        let mut new = core_pod();
+        // The pod as mutated (the password blank), then a debug container bringing one back.
+        new["spec"]["containers"][0]["env"] = json!([{"name": "POSTGRESQL_PASSWORD", "value": ""}]);
+        let mut old_mutated = old.clone();
+        old_mutated["spec"]["containers"][0]["env"] = new["spec"]["containers"][0]["env"].clone();
+        new["spec"]["ephemeralContainers"] = json!([{"name": "debugger", "image": "busybox",
+            "env": [{"name": "POSTGRESQL_PASSWORD", "value": "hunter2"}]}]);
+        let review = |object: &serde_json::Value, old: &serde_json::Value| {
+            let mut body: serde_json::Value =
+                serde_json::from_slice(&review_json(object.clone(), "UPDATE")).unwrap();
+            body["request"]["subResource"] = json!("ephemeralcontainers");
+            body["request"]["oldObject"] = old.clone();
+            serde_json::to_vec(&body).unwrap()
+        };
+        let (out, s) = validate_review(&review(&new, &old_mutated), &cfg()).unwrap();
+        assert!(!out.response.allowed, "{:?}", out.response);
+        assert_eq!(s.reason, Reason::StaticSecret);
+        let message = out.response.status.unwrap().message;
+        assert!(
+            message.contains("debugger") && !message.contains("hunter2"),
+            "{message}"
+        );
+        // The same container already in the old pod is not new: not this update's doing.
+        let (out, _) = validate_review(&review(&new, &new), &cfg()).unwrap();
+        assert!(out.response.allowed, "{:?}", out.response.status);
+        // /mutate leaves subresources alone.
+        let (out, s) = review_mutate(&review(&new, &old_mutated));
+        assert!(out.response.allowed && out.response.patch.is_none());
+        assert_eq!(s.reason, Reason::NotAPodCreate);
+    }
+
+    fn review_mutate(body: &[u8]) -> Answer {
+        review(body, &cfg(), &Facts::default()).unwrap()
+    }
 }

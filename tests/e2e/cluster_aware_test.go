@@ -1011,6 +1011,33 @@ func (a *aware) specValidating(t *testing.T) {
 		}
 	})
 
+	t.Run("kubectl debug: an ephemeral container that brings a static password is denied", func(t *testing.T) {
+		// A real (mutated) Harbor core pod; no kubelet runs it, which kubectl debug does not need.
+		res := a.c.kubectl(t, a.fixtureJSON(t, coreFixture), "create", "-n", nsHarbor, "-f", "-", "-o", "name")
+		if res.Err != nil {
+			t.Fatalf("create: %v\n%s", res.Err, res.Stderr)
+		}
+		name := strings.TrimSpace(res.Stdout)
+		t.Cleanup(func() { a.c.kubectl(t, nil, "delete", "-n", nsHarbor, name, "--wait=false") })
+		res = a.c.kubectl(t, nil, "debug", "-n", nsHarbor, name, "--image=busybox:1.37",
+			"--container=debugger", "--env=POSTGRESQL_PASSWORD="+password)
+		if res.Err == nil {
+			t.Fatalf("kubectl debug with a password was admitted:\n%s", res.Stdout)
+		}
+		for _, want := range []string{`admission webhook "` + validateHook + `" denied the request`, "debugger"} {
+			if !strings.Contains(res.Stderr, want) {
+				t.Errorf("kubectl debug error does not contain %q:\n%s", want, res.Stderr)
+			}
+		}
+		if strings.Contains(res.Stderr, password) {
+			t.Errorf("the denial shows the password")
+		}
+		res = a.c.kubectl(t, nil, "debug", "-n", nsHarbor, name, "--image=busybox:1.37", "--container=plain")
+		if res.Err != nil {
+			t.Fatalf("kubectl debug without a password was denied: %v\n%s", res.Err, res.Stderr)
+		}
+	})
+
 	t.Run("every fixture admitted through both webhooks", func(t *testing.T) {
 		for _, f := range a.pods {
 			t.Run(f, func(t *testing.T) {
@@ -1022,6 +1049,23 @@ func (a *aware) specValidating(t *testing.T) {
 					t.Errorf("not mutated")
 				}
 			})
+		}
+	})
+
+	t.Run("mutating configuration removed: an unmutated Harbor DB pod is denied by "+validateHook, func(t *testing.T) {
+		a.c.mustKubectl(t, nil, "delete", "mutatingwebhookconfiguration", mwcName, "--wait=true")
+		a.active = nil
+		t.Cleanup(func() { a.use(t, a.facts) })
+		var last error
+		denied := func() bool {
+			_, _, last = a.dryRunCreate(t, nsHarbor, a.fixtureJSON(t, coreFixture))
+			return last != nil && strings.Contains(last.Error(), validateHook)
+		}
+		waitFor(t, 60*time.Second, "the unmutated pod to reach only the validating webhook", denied)
+		for _, want := range []string{"container core may get POSTGRESQL_PASSWORD from Secret harbor-core", "was it bypassed"} {
+			if !strings.Contains(last.Error(), want) {
+				t.Errorf("denial does not contain %q: %v", want, last)
+			}
 		}
 	})
 }
