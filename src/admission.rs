@@ -637,15 +637,16 @@ fn answer(uid: String, mut summary: Summary, eval: Evaluation) -> Answer {
         _ if eval.denial.is_some() => {
             response.allowed = false;
             response.status = eval.denial.map(|message| Status { code: 403, message });
-            response.audit_annotations = eval.audit;
         }
+        // Audit annotations only with a patch: those are the same on every reinvocation, and the
+        // API server refuses to overwrite an audit annotation with another value.
         _ if !eval.patch.0.is_empty() => {
             let bytes = serde_json::to_vec(&eval.patch).expect("a JSON Patch always serialises");
             response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
             response.patch_type = Some("JSONPatch".into());
             response.audit_annotations = eval.audit;
         }
-        _ => response.audit_annotations = eval.audit,
+        _ => {}
     }
     let out = ReviewOut {
         api_version: API_VERSION,
@@ -997,6 +998,29 @@ mod tests {
         let (out, s) = review_mutate(&review(&new, &old_mutated));
         assert!(out.response.allowed && out.response.patch.is_none());
         assert_eq!(s.reason, Reason::NotAPodCreate);
+    }
+
+    #[test]
+    fn audit_annotations_only_with_a_patch() {
+        let (out, _) = review_mutate(&review_json(core_pod(), "CREATE"));
+        assert_eq!(out.response.audit_annotations["decision"], "mutated");
+        let mut pod = core_pod();
+        json_patch::patch(&mut pod, &decode_patch(&out.response)).unwrap();
+        // The reinvocation: nothing to patch, so no audit annotation to overwrite.
+        let (again, s) = review_mutate(&review_json(pod, "CREATE"));
+        assert_eq!(s.decision, Some(Decision::Unchanged));
+        assert!(again.response.patch.is_none());
+        assert!(
+            again.response.audit_annotations.is_empty(),
+            "{:?}",
+            again.response
+        );
+        // A denial carries none either.
+        let mut bad = core_pod();
+        bad["spec"]["containers"][0]["env"] =
+            json!([{"name": "POSTGRESQL_URL", "value": "postgres://u:pw@h/d"}]);
+        let (denied, _) = review_mutate(&review_json(bad, "CREATE"));
+        assert!(!denied.response.allowed && denied.response.audit_annotations.is_empty());
     }
 
     fn review_mutate(body: &[u8]) -> Answer {
