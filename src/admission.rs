@@ -332,9 +332,10 @@ pub fn start(body: &[u8], endpoint: Endpoint, config: &MutateConfig) -> Result<S
         operation: req.operation.clone(),
         ..Summary::default()
     };
-    let judged = if endpoint == Endpoint::Validate && is_ephemeral_update(&req) {
+    let judged = if endpoint == Endpoint::Validate && is_pod(&req, "UPDATE", "ephemeralcontainers")
+    {
         Judged::Done(validate_ephemeral(&req, config))
-    } else if !is_pod_create(&req) {
+    } else if !is_pod(&req, "CREATE", "") {
         Judged::Done(Evaluation::of(Reason::NotAPodCreate, None))
     } else if let Some(object) = req.object {
         judge(
@@ -469,14 +470,14 @@ fn read_envelope(body: &[u8]) -> Result<ReviewIn<'_>, ReviewError> {
     Ok(review)
 }
 
-/// The only reviews a pod is judged in: a pod's CREATE, not of a subresource.
-fn is_pod_create(req: &Request) -> bool {
+/// A review of a v1 Pod with `operation` on `sub_resource` (`""`: the pod itself). A pod is
+/// judged at its CREATE, and `/validate` also judges what `kubectl debug` sends: an UPDATE of
+/// its `ephemeralcontainers`.
+fn is_pod(req: &Request, operation: &str, sub_resource: &str) -> bool {
     let k = &req.kind;
-    k.group.is_empty()
-        && k.version == "v1"
-        && k.kind == "Pod"
-        && req.operation == "CREATE"
-        && req.sub_resource.as_deref().is_none_or(str::is_empty)
+    (k.group.as_str(), k.version.as_str(), k.kind.as_str()) == ("", "v1", "Pod")
+        && req.operation == operation
+        && req.sub_resource.as_deref().unwrap_or("") == sub_resource
 }
 
 /// The typed pod, or where it could not be read (never the value: it may be a secret).
@@ -575,16 +576,6 @@ fn verdict(
             Evaluation::denied(Reason::StaticSecret, component, violation.to_string())
         }
     }
-}
-
-/// What `kubectl debug` sends: an UPDATE of the pod's `ephemeralcontainers` subresource.
-fn is_ephemeral_update(req: &Request) -> bool {
-    let k = &req.kind;
-    k.group.is_empty()
-        && k.version == "v1"
-        && k.kind == "Pod"
-        && req.operation == "UPDATE"
-        && req.sub_resource.as_deref() == Some("ephemeralcontainers")
 }
 
 /// `/validate` of an ephemeral-containers update: an ephemeral container new in it must not
