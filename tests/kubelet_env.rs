@@ -5,10 +5,9 @@
 //! `k8s.io/kubernetes/third_party/forked/golang/expansion`; it needs `go` and the Go module
 //! proxy (or a warm module cache), as the end-to-end suite does.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
 
 use harbor_iam_webhook::facts::Facts;
 use harbor_iam_webhook::mutate::effective::{Env, Services, Value as EnvValue};
@@ -156,24 +155,7 @@ fn case() -> impl Strategy<Value = Value> {
 
 /// The kubelet's answers, from the Go program.
 fn kubelet(cases: &[Value]) -> Vec<Value> {
-    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/tools/v1.37");
-    let mut child = Command::new("go")
-        .args(["run", "./kubeletenv"])
-        .current_dir(&module)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=readonly -buildvcs=false")
-        .env("CGO_ENABLED", "0")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("`go` runs (the differential test needs Go, as the end-to-end suite does)");
-    let input = serde_json::to_vec(cases).unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(out.status.success(), "go run ./kubeletenv failed");
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::go_run("v1.37", "./kubeletenv", &cases)
 }
 
 /// The engine's model of the same container, everything known.

@@ -7,10 +7,9 @@
 //! the rewrite changes nothing else pgx reads. The Go side is `tests/e2e/tools/pgx`; it needs
 //! `go` and the Go module proxy (or a warm module cache), as the end-to-end suite does.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
 
 use harbor_iam_webhook::facts::Facts;
 use harbor_iam_webhook::mutate::conninfo::{self, Origin};
@@ -203,27 +202,7 @@ fn expanded(c: &Container) -> String {
 }
 
 fn pgx(cases: &[Value]) -> Vec<Value> {
-    let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/tools/pgx");
-    let mut child = Command::new("go")
-        .args(["run", "."])
-        .current_dir(&module)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=readonly -buildvcs=false")
-        .env("CGO_ENABLED", "0")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("`go` runs (the differential test needs Go, as the end-to-end suite does)");
-    let input = serde_json::to_vec(cases).unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(
-        out.status.success(),
-        "go run . in tests/e2e/tools/pgx failed"
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::go_run("pgx", ".", &cases)
 }
 
 /// The TLS behaviour an sslmode gives in pgx: empty is `prefer`; anything else unknown is

@@ -340,3 +340,36 @@ impl Drop for Webhook {
         let _ = self.child.wait();
     }
 }
+
+/// Run a Go program of the repository's tool modules (`tests/e2e/tools/<module>`, package
+/// `package`) with `input` as JSON on stdin, and read its JSON answer: the differential tests'
+/// reference implementations (the kubelet's expansion, pgx). Needs `go` and the Go module proxy
+/// or a warm module cache, as the end-to-end suite does.
+pub fn go_run(module: &str, package: &str, input: &impl serde::Serialize) -> Vec<Value> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/e2e/tools")
+        .join(module);
+    let mut child = Command::new("go")
+        .args(["run", package])
+        .current_dir(&dir)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=readonly -buildvcs=false")
+        .env("CGO_ENABLED", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("`go` runs (the differential tests need Go, as the end-to-end suite does)");
+    let input = serde_json::to_vec(input).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "go run {package} in {} failed",
+        dir.display()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
