@@ -516,35 +516,26 @@ func (a *aware) specConfigMapFacts(t *testing.T) {
 		c["env"] = env
 		return marshal(t, o)
 	}
-	t.Run("sslmode through $(DB_SSLMODE), which the ConfigMap sets to verify-full: kept as written", func(t *testing.T) {
-		got, warnings, err := a.dryRunCreate(t, nsVerifyFull, withEnv(t,
-			obj{"name": "DB_SSLMODE", "valueFrom": obj{"configMapKeyRef": obj{"name": "harbor-core", "key": "POSTGRESQL_SSLMODE"}}},
-			obj{"name": "POSTGRESQL_SSLMODE", "value": "$(DB_SSLMODE)"}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _ := got.container("containers", "core")
-		es := c.entries("POSTGRESQL_SSLMODE")
-		if len(es) != 1 || es[0].Value == nil || *es[0].Value != "$(DB_SSLMODE)" {
-			t.Errorf("POSTGRESQL_SSLMODE entries %v, want the one $(DB_SSLMODE)", es)
-		}
-		if containsAny(warnings, "POSTGRESQL_SSLMODE") {
-			t.Errorf("warning about a known, strong sslmode: %q", warnings)
-		}
-	})
-	t.Run("sslmode through $(DB_SSLMODE), which the ConfigMap sets to disable: raised to require", func(t *testing.T) {
-		got, _, err := a.dryRunCreate(t, nsHarbor, withEnv(t,
-			obj{"name": "DB_SSLMODE", "valueFrom": obj{"configMapKeyRef": obj{"name": "harbor-core", "key": "POSTGRESQL_SSLMODE"}}},
-			obj{"name": "POSTGRESQL_SSLMODE", "value": "$(DB_SSLMODE)"}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _ := got.container("containers", "core")
-		es := c.entries("POSTGRESQL_SSLMODE")
-		if len(es) != 1 || es[0].Value == nil || *es[0].Value != "require" {
-			t.Errorf("POSTGRESQL_SSLMODE entries %v, want one require", es)
-		}
-	})
+	for _, tc := range []struct{ ns, cm, want string }{
+		{nsVerifyFull, "verify-full", "$(DB_SSLMODE)"}, // kept as written
+		{nsHarbor, "disable", "require"},               // raised
+	} {
+		t.Run("sslmode through $(DB_SSLMODE), which the ConfigMap sets to "+tc.cm+": "+tc.want, func(t *testing.T) {
+			got, warnings, err := a.dryRunCreate(t, tc.ns, withEnv(t,
+				obj{"name": "DB_SSLMODE", "valueFrom": obj{"configMapKeyRef": obj{"name": "harbor-core", "key": "POSTGRESQL_SSLMODE"}}},
+				obj{"name": "POSTGRESQL_SSLMODE", "value": "$(DB_SSLMODE)"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, _ := got.container("containers", "core")
+			if es := c.entries("POSTGRESQL_SSLMODE"); len(es) != 1 || es[0].Value == nil || *es[0].Value != tc.want {
+				t.Errorf("POSTGRESQL_SSLMODE entries %v, want one %s", es, tc.want)
+			}
+			if tc.cm == "verify-full" && containsAny(warnings, "POSTGRESQL_SSLMODE") {
+				t.Errorf("warning about a known, strong sslmode: %q", warnings)
+			}
+		})
+	}
 	t.Run("optional reference to a missing key does not hide the envFrom verify-full", func(t *testing.T) {
 		optional := obj{"name": "POSTGRESQL_SSLMODE", "valueFrom": obj{"configMapKeyRef": obj{"name": "harbor-core", "key": "MISSING", "optional": true}}}
 		got, warnings, err := a.dryRunCreate(t, nsVerifyFull, withEnv(t, optional))
