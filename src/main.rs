@@ -25,46 +25,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Audit(args) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(err) => {
-                    eprintln!("error: cannot start the async runtime: {err}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(cli::audit(&args, &mut std::io::stdout().lock())) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::from(1),
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    ExitCode::from(2)
-                }
-            }
-        }
-        Command::Check(args) => {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(err) => {
-                    eprintln!("error: cannot start the async runtime: {err}");
-                    return ExitCode::from(2);
-                }
-            };
-            match runtime.block_on(cli::check(&args, &mut std::io::stdout().lock())) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::from(1),
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    ExitCode::from(2)
-                }
-            }
-        }
+        Command::Audit(args) => run_report(cli::audit(&args, &mut std::io::stdout().lock())),
+        Command::Check(args) => run_report(cli::check(&args, &mut std::io::stdout().lock())),
         Command::Mutate(args) => match cli::run(&args, &mut std::io::stdout().lock()) {
             Ok(cli::Finished::Printed) => ExitCode::SUCCESS,
             Ok(cli::Finished::Denied(message)) => {
@@ -76,5 +38,30 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// `audit` and `check`: exit 0 when all is well, 1 when something needs attention, 2 when they
+/// could not run.
+fn run_report<E: std::fmt::Display>(
+    report: impl std::future::Future<Output = Result<bool, E>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(report) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }
     }
 }
