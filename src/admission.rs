@@ -20,6 +20,7 @@ mod patch;
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
 const WARNING_PREFIX: &str = "harbor-iam-webhook: ";
+const NO_OBJECT: &str = "pod CREATE review has no object";
 
 // ---- the wire ----
 
@@ -268,6 +269,14 @@ impl Evaluation {
         }
     }
 
+    /// A review the API server would never send: refused with a 400.
+    fn invalid(reason: Reason, message: &str) -> Self {
+        Evaluation {
+            denial: Some(message.into()),
+            ..Evaluation::of(reason, None)
+        }
+    }
+
     fn denied(reason: Reason, component: Component, message: String) -> Self {
         Evaluation {
             denial: Some(message),
@@ -308,7 +317,7 @@ impl Pending {
     pub fn finish(self, config: &MutateConfig, facts: &Facts) -> Answer {
         let eval = match self.endpoint {
             Endpoint::Mutate => run_engine(*self.pod, self.component, config, facts),
-            Endpoint::Validate => validate(&self.pod, self.component, config, facts),
+            Endpoint::Validate => verdict(mutate::judge(&self.pod, config, facts), self.component),
         };
         answer(self.uid, self.summary, eval)
     }
@@ -318,7 +327,7 @@ impl Pending {
 pub fn start(body: &[u8], endpoint: Endpoint, config: &MutateConfig) -> Result<Step, ReviewError> {
     let review = read_envelope(body)?;
     let Some(req) = review.request else {
-        let eval = Evaluation::of(Reason::NoRequest, None);
+        let eval = Evaluation::invalid(Reason::NoRequest, "AdmissionReview has no request");
         return Ok(Step::Answered(answer(
             String::new(),
             Summary::default(),
@@ -346,7 +355,7 @@ pub fn start(body: &[u8], endpoint: Endpoint, config: &MutateConfig) -> Result<S
             &mut summary.name,
         )
     } else {
-        Judged::Done(Evaluation::of(Reason::NoObject, None))
+        Judged::Done(Evaluation::invalid(Reason::NoObject, NO_OBJECT))
     };
     Ok(match judged {
         Judged::Done(eval) => Step::Answered(answer(req.uid, summary, eval)),
@@ -553,12 +562,8 @@ fn run_engine(
     }
 }
 
-/// `/validate`: refuse a target pod that would still receive a static secret
-/// ([`mutate::judge`]); a pod a configuration skip leaves alone is admitted with a warning.
-fn validate(pod: &Pod, component: Component, config: &MutateConfig, facts: &Facts) -> Evaluation {
-    verdict(mutate::judge(pod, config, facts), component)
-}
-
+/// `/validate`'s answer: refuse a target pod that would still receive a static secret; a pod a
+/// configuration skip leaves alone is admitted with a warning.
 fn verdict(
     judged: Result<mutate::Admitted, mutate::Violation>,
     component: Component,
@@ -582,7 +587,10 @@ fn verdict(
 /// bring a static password into a Harbor DB pod ([`mutate::judge_ephemeral`]).
 fn validate_ephemeral(req: &Request, config: &MutateConfig) -> Evaluation {
     let (Some(new), Some(old)) = (req.object, req.old_object) else {
-        return Evaluation::of(Reason::NoObject, None);
+        return Evaluation::invalid(
+            Reason::NoObject,
+            "ephemeralcontainers review without both pods",
+        );
     };
     let (Ok(new), Ok(old)) = (parse_pod(new.get()), parse_pod(old.get())) else {
         // Unreadable: the API server's own validation answers.
@@ -613,31 +621,21 @@ fn answer(uid: String, mut summary: Summary, eval: Evaluation) -> Answer {
         warnings: eval.warnings,
         audit_annotations: BTreeMap::new(),
     };
-    match eval.reason {
-        Reason::NoRequest | Reason::NoObject => {
-            let message = match eval.reason {
-                Reason::NoRequest => "AdmissionReview has no request",
-                _ => "pod CREATE review has no object",
-            };
-            response.allowed = false;
-            response.status = Some(Status {
-                code: 400,
-                message: message.into(),
-            });
-        }
-        _ if eval.denial.is_some() => {
-            response.allowed = false;
-            response.status = eval.denial.map(|message| Status { code: 403, message });
-        }
-        // Audit annotations only with a patch: those are the same on every reinvocation, and the
-        // API server refuses to overwrite an audit annotation with another value.
-        _ if !eval.patch.0.is_empty() => {
-            let bytes = serde_json::to_vec(&eval.patch).expect("a JSON Patch always serialises");
-            response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
-            response.patch_type = Some("JSONPatch".into());
-            response.audit_annotations = eval.audit;
-        }
-        _ => {}
+    if let Some(message) = eval.denial {
+        response.allowed = false;
+        let code = if eval.decision == Decision::Invalid {
+            400
+        } else {
+            403
+        };
+        response.status = Some(Status { code, message });
+    } else if !eval.patch.0.is_empty() {
+        let bytes = serde_json::to_vec(&eval.patch).expect("a JSON Patch always serialises");
+        response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+        response.patch_type = Some("JSONPatch".into());
+        // Audit annotations only with a patch: those are the same on every reinvocation, and
+        // the API server refuses to overwrite an audit annotation with another value.
+        response.audit_annotations = eval.audit;
     }
     let out = ReviewOut {
         api_version: API_VERSION,

@@ -14,7 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, Request, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -83,47 +83,35 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route(
-            "/mutate",
-            post(|State(app), body: Body| async move {
-                serve_review(app, Endpoint::Mutate, body).await
-            }),
-        )
-        .route(
-            "/validate",
-            post(|State(app), body: Body| async move {
-                serve_review(app, Endpoint::Validate, body).await
-            }),
-        )
+        .route("/mutate", review_route(Endpoint::Mutate))
+        .route("/validate", review_route(Endpoint::Validate))
         .with_state(state)
+}
+
+fn review_route(endpoint: Endpoint) -> MethodRouter<Arc<AppState>> {
+    post(move |State(app), body: Body| serve_review(app, endpoint, body))
 }
 
 /// The metrics routes (plain HTTP, their own port).
 pub fn metrics_router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route(
-            "/metrics",
-            get(|State(app): State<Arc<AppState>>| async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    app.metrics.encode(),
-                )
-            }),
-        )
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, kind)], app.metrics.encode()).into_response()
 }
 
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     let ready = app.is_ready();
     app.metrics.set_ready(ready);
-    if ready {
-        "ok".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    match ready {
+        true => (StatusCode::OK, "ok"),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "not ready"),
     }
+    .into_response()
 }
 
 fn client_error(status: StatusCode, message: String) -> Response {
@@ -159,16 +147,15 @@ async fn serve_review(app: Arc<AppState>, endpoint: Endpoint, body: Body) -> Res
 
 /// A review, answered at once or once the cluster facts it needs are known.
 async fn review(app: &AppState, endpoint: Endpoint, body: &[u8]) -> Result<Answer, ReviewError> {
-    Ok(match admission::start(body, endpoint, &app.config)? {
-        Step::Answered(answer) => answer,
-        Step::Pending(pending) => match app.facts_cache() {
-            Some(cluster) => {
-                let facts = cluster.facts_for(pending.needs()).await;
-                pending.finish(&app.config, &facts)
-            }
-            None => pending.finish(&app.config, &app.facts),
-        },
-    })
+    let pending = match admission::start(body, endpoint, &app.config)? {
+        Step::Answered(answer) => return Ok(answer),
+        Step::Pending(pending) => pending,
+    };
+    let looked_up = match app.facts_cache() {
+        Some(cluster) => Some(cluster.facts_for(pending.needs()).await),
+        None => None,
+    };
+    Ok(pending.finish(&app.config, looked_up.as_ref().unwrap_or(&app.facts)))
 }
 
 /// The body, or the status and message that refuse it.
