@@ -328,11 +328,8 @@ pub fn start(body: &[u8], endpoint: Endpoint, config: &MutateConfig) -> Result<S
     let review = read_envelope(body)?;
     let Some(req) = review.request else {
         let eval = Evaluation::invalid(Reason::NoRequest, "AdmissionReview has no request");
-        return Ok(Step::Answered(answer(
-            String::new(),
-            Summary::default(),
-            eval,
-        )));
+        let unanswerable = answer(String::new(), Summary::default(), eval);
+        return Ok(Step::Answered(unanswerable));
     };
     let mut summary = Summary {
         uid: req.uid.clone(),
@@ -459,10 +456,10 @@ fn judge(
 
 fn read_envelope(body: &[u8]) -> Result<ReviewIn<'_>, ReviewError> {
     // Errors name the field and position, never the offending value (it could be a secret).
-    let review: ReviewIn = serde_path_to_error::deserialize(
-        &mut serde_json::Deserializer::from_slice(body),
-    )
-    .map_err(|e| {
+    // Checked once here, so that no string in it is checked again as it is read.
+    let body = std::str::from_utf8(body)
+        .map_err(|e| ReviewError::NotJson(format!("not UTF-8 after byte {}", e.valid_up_to())))?;
+    let review: ReviewIn = read_json(body).map_err(|e| {
         let at = format!("line {} column {}", e.inner().line(), e.inner().column());
         match e.inner().classify() {
             serde_json::error::Category::Data => {
@@ -479,6 +476,16 @@ fn read_envelope(body: &[u8]) -> Result<ReviewIn<'_>, ReviewError> {
     Ok(review)
 }
 
+type PathError = serde_path_to_error::Error<serde_json::Error>;
+
+/// `json` deserialised; on failure, read again tracking the path, to say where it failed.
+/// Tracking the path costs about as much as the parse itself, so only a failure pays for it.
+fn read_json<'a, T: Deserialize<'a>>(json: &'a str) -> Result<T, PathError> {
+    serde_json::from_str(json).or_else(|_| {
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(json))
+    })
+}
+
 /// A review of a v1 Pod with `operation` on `sub_resource` (`""`: the pod itself). A pod is
 /// judged at its CREATE, and `/validate` also judges what `kubectl debug` sends: an UPDATE of
 /// its `ephemeralcontainers`.
@@ -491,13 +498,12 @@ fn is_pod(req: &Request, operation: &str, sub_resource: &str) -> bool {
 
 /// The typed pod, or where it could not be read (never the value: it may be a secret).
 fn parse_pod(object: &str) -> Result<Pod, String> {
-    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(object))
-        .map_err(|e| describe_parse_error(&e))
+    read_json(object).map_err(|e| describe_parse_error(&e))
 }
 
 /// Describe a serde error by where it happened, without the offending value (which may be a
 /// secret: `env[3].value` given as a number would be echoed by serde's own message).
-fn describe_parse_error(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
+fn describe_parse_error(err: &PathError) -> String {
     let path = err.path().to_string();
     let what = match err.inner().classify() {
         serde_json::error::Category::Data => "has an unexpected type or value",
@@ -847,6 +853,12 @@ mod tests {
     fn malformed_reviews() {
         let e = review(b"not json", &cfg(), &Facts::default()).unwrap_err();
         assert_eq!(e.http_status(), 400);
+        // Not UTF-8 (a Latin-1 secret): a 400 saying where, never the bytes.
+        let e = review(b"{\"kind\": \"p\xe4ss\"}", &cfg(), &Facts::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "request body is not valid JSON: not UTF-8 after byte 11"
+        );
         let e = review(br#"{"apiVersion": 5}"#, &cfg(), &Facts::default()).unwrap_err();
         assert_eq!(e.http_status(), 422);
         assert!(e.to_string().contains("field apiVersion"), "{e}");
