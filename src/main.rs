@@ -8,7 +8,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
         Command::Serve(args) => {
-            telemetry::init(args.log_format, &args.log);
+            let _log = telemetry::init(args.log_format, &args.log);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(err) => {
