@@ -328,8 +328,8 @@ pub fn start(body: &[u8], endpoint: Endpoint, config: &MutateConfig) -> Result<S
     let review = read_envelope(body)?;
     let Some(req) = review.request else {
         let eval = Evaluation::invalid(Reason::NoRequest, "AdmissionReview has no request");
-        let unanswerable = answer(String::new(), Summary::default(), eval);
-        return Ok(Step::Answered(unanswerable));
+        let no_request = answer(String::new(), Summary::default(), eval);
+        return Ok(Step::Answered(no_request));
     };
     let mut summary = Summary {
         uid: req.uid.clone(),
