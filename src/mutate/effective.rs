@@ -241,8 +241,8 @@ impl<'a> Env<'a> {
             .collect();
         let mut env = Env {
             layers,
-            names: Vec::new(),
-            entries: Vec::new(),
+            names: Vec::with_capacity(c.env.as_ref().map_or(0, Vec::len)),
+            entries: Vec::with_capacity(c.env.as_ref().map_or(0, Vec::len)),
             services,
         };
         let mut budget = EXPANSION_BUDGET;
@@ -347,7 +347,11 @@ impl<'a> Env<'a> {
     /// `expansion.Expand` of `input` against the entries resolved so far.
     fn expand(&self, input: &str, budget: &mut usize) -> Value {
         let pos = self.entries.len();
-        let pieces = pieces(input);
+        // Without a `$` the value is one piece of text (most values are).
+        let pieces = match input.contains('$') {
+            true => pieces(input),
+            false => vec![Piece::Text(input)],
+        };
         // (text, whether it is an undefined name, kept as `$(name)`)
         let literal = !pieces.iter().any(|p| matches!(p, Piece::Ref(_)));
         let mut parts = Vec::with_capacity(pieces.len());

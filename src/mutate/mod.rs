@@ -354,12 +354,13 @@ pub const MAX_WARNING_CHARS: usize = 99;
 
 /// A warning as the API server keeps it: control characters made blanks, cut to
 /// [`MAX_WARNING_CHARS`] (ending with `…` where cut).
-pub fn tidy_warning(text: &str) -> String {
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if clean.chars().count() <= MAX_WARNING_CHARS {
+pub fn tidy_warning(text: String) -> String {
+    let clean = match text.contains(char::is_control) {
+        true => text.replace(char::is_control, " "),
+        false => text,
+    };
+    // A string has at least as many bytes as characters.
+    if clean.len() <= MAX_WARNING_CHARS || clean.chars().count() <= MAX_WARNING_CHARS {
         return clean;
     }
     let mut cut: String = clean.chars().take(MAX_WARNING_CHARS - 1).collect();
@@ -415,7 +416,7 @@ impl Notes {
                     [one] => ["container ", one, ": ", text].concat(),
                     many => ["containers ", &many.join(", "), ": ", text].concat(),
                 };
-                tidy_warning(&full)
+                tidy_warning(full)
             })
             .collect()
     }

@@ -1303,3 +1303,18 @@ fn warnings_are_short_clean_and_aggregated() {
     }
     assert!(m.warnings.iter().any(|w| w.ends_with('…')));
 }
+
+#[test]
+fn tidy_warning_counts_characters_not_bytes() {
+    let wide = "é".repeat(MAX_WARNING_CHARS);
+    assert_eq!(
+        tidy_warning(wide.clone()),
+        wide,
+        "99 characters, 198 bytes: kept whole"
+    );
+    let over = "é".repeat(MAX_WARNING_CHARS + 1);
+    let cut = tidy_warning(over);
+    assert_eq!(cut.chars().count(), MAX_WARNING_CHARS);
+    assert!(cut.ends_with("é…"), "{cut}");
+    assert_eq!(tidy_warning("a\tb\u{7}".into()), "a b ");
+}
