@@ -379,63 +379,52 @@ fn report(dir: &Path) -> anyhow::Result<()> {
         println!("| {label} | {o:.2} | {c:.2} | {:.2} |", o / c);
     }
     println!();
-    println!("| target | figure | met |");
+    // Issue 22's floors, ours against the ceiling in this run (three decimals: a figure on the line
+    // must not print as met).
+    println!("| floor | figure | met |");
     println!("|---|---|---|");
     let get = |s: &str, i: usize| ratios.get(s).map(|r| r[i]).unwrap_or(f64::NAN);
-    let target = |what: &str, value: String, ok: bool| {
+    let floor = |what: &str, value: String, ok: bool| {
         println!(
             "| {what} | {value} | {} |",
             if ok { "yes" } else { "**no**" }
         );
     };
-    for s in ["h1-c32-core", "h2-c32-core"] {
-        let v = get(s, 0);
-        target(
-            &format!("{s}: req/s ≥ 0.75× ceiling"),
-            format!("{v:.2}×"),
-            v >= 0.75,
-        );
-    }
-    for s in ["h1-c32-nonharbor", "h2-c32-nonharbor"] {
-        let v = get(s, 0);
-        target(
-            &format!("{s}: req/s ≥ 0.9× ceiling"),
-            format!("{v:.2}×"),
-            v >= 0.9,
+    for (scenario, least) in [
+        ("h1-c32-core", 0.4),
+        ("h2-c32-core", 0.4),
+        ("h1-c32-nonharbor", 0.9),
+        ("h2-c32-nonharbor", 0.9),
+        ("newconn-c1-core", 0.7),
+        ("newconn-c32-core", 0.7),
+    ] {
+        let v = get(scenario, 0);
+        floor(
+            &format!("{scenario}: req/s ≥ {least}× the ceiling's"),
+            format!("{v:.3}×"),
+            v >= least,
         );
     }
     for s in ["h1-c1-core", "h2-c1-core"] {
         let (v, ms) = (get(s, 1), get(s, 2));
-        target(
-            &format!("{s}: p99 ≤ 1.25× ceiling and < 1 ms"),
-            format!("{v:.2}×, {ms:.3} ms"),
-            v <= 1.25 && ms < 1.0,
+        floor(
+            &format!("{s}: p99 ≤ 1.5× the ceiling's"),
+            format!("{v:.3}×, {ms:.3} ms"),
+            v <= 1.5,
         );
     }
-    let v = get("newconn-c32-core", 0);
-    target(
-        "newconn-c32-core: req/s ≥ 0.9× ceiling",
-        format!("{v:.2}×"),
-        v >= 0.9,
-    );
     let hwm = fact("hwm_kib", "ours") / fact("hwm_kib", "ceiling");
     let growth = fact("rss_soak_kib", "ours") - fact("rss_soak_half_kib", "ours");
-    target(
-        "peak RSS ≤ 2× ceiling after 100,000 reviews, no growth",
-        format!("{hwm:.2}×, {growth:+.0} KiB over the last 50,000"),
+    floor(
+        "peak RSS ≤ 2× the ceiling's, no growth over the soak",
+        format!("{hwm:.3}×, {growth:+.0} KiB over the last 50,000"),
         hwm <= 2.0 && growth <= 512.0,
     );
     let ms = fact("startup_ms", "ours");
-    target(
+    floor(
         "startup to first review ≤ 100 ms",
         format!("{ms:.1} ms"),
         ms <= 100.0,
-    );
-    let mb = fact("binary_stripped_bytes", "ours") / 1e6;
-    target(
-        "release binary ≤ 15 MB (stripped)",
-        format!("{mb:.1} MB"),
-        mb <= 15.0,
     );
     Ok(())
 }
