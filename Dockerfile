@@ -40,11 +40,10 @@ FROM scratch
 LABEL org.opencontainers.image.title="harbor-iam-webhook" \
       org.opencontainers.image.description="Kubernetes mutating admission webhook that switches Harbor pods to AWS RDS IAM database authentication"
 COPY --from=build /out/harbor-iam-webhook /usr/local/bin/harbor-iam-webhook
-# glibc's per-thread cache keeps 7 freed chunks of each size; a review frees a few dozen
-# strings of one size, the rest go to the fast bins, and the next large allocation (a
-# response buffer) merges them all back first. A deeper cache keeps them: about 10 % fewer
-# instructions per review (callgrind; benches/README.md, lab notes). benches/load.sh runs both of
-# its servers with this line's value. Tunables work in a static glibc binary too.
+# The webhook's own allocations go to mimalloc (src/main.rs); glibc's malloc serves what glibc
+# itself allocates. A deeper per-thread cache for it, as before mimalloc: benches/load.sh gives
+# both of its servers this line's value, so the ceiling it measures against, which keeps glibc's
+# malloc, runs with it too (benches/README.md, lab notes). Tunables work in a static glibc binary.
 ENV GLIBC_TUNABLES=glibc.malloc.tcache_count=128
 # Numeric, non-root (the Deployment's runAsUser/runAsGroup match).
 USER 65532:65532

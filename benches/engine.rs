@@ -8,8 +8,7 @@
 //! - `review/<body>`: `admission::review(bytes)` then `serde_json::to_vec`, the server's
 //!   request-bytes → response-bytes work.
 //!
-//! To measure with the image's malloc tuning (the Dockerfile's `GLIBC_TUNABLES`), see
-//! `benches/README.md`.
+//! With the server's allocator (mimalloc, as `src/main.rs` sets it).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -21,6 +20,9 @@ use harbor_iam_webhook::admission::{self, Decision};
 use harbor_iam_webhook::facts::Facts;
 use harbor_iam_webhook::mutate::{self, MutateConfig};
 use k8s_openapi::api::core::v1::Pod;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn benches(c: &mut Criterion) {
     let config = MutateConfig::new("eu-west-1");

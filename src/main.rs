@@ -4,6 +4,13 @@ use clap::Parser;
 use harbor_iam_webhook::config::{Cli, Command};
 use harbor_iam_webhook::{cli, telemetry};
 
+/// mimalloc instead of glibc's malloc: a review makes and frees a few hundred small allocations
+/// (the typed pod), which mimalloc serves with less work per call, about a tenth of a loaded
+/// server's CPU (benches/README.md). Without transparent huge pages: with them a quiet webhook
+/// holds several MiB it does not use.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
