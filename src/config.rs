@@ -178,8 +178,9 @@ pub struct ServeArgs {
     /// Where to write the CA of the generated development certificate.
     #[arg(long, env = "HARBOR_IAM_WEBHOOK_DEV_CA_OUT", default_value_os_t = std::env::temp_dir().join("harbor-iam-webhook-dev-ca.pem"))]
     pub dev_ca_out: PathBuf,
-    /// Largest accepted request body. The API server's objects reach ~3 MiB and a review wraps them.
-    #[arg(long, env = "HARBOR_IAM_WEBHOOK_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    /// Largest accepted request body. The API server's objects reach ~3 MiB and a review wraps
+    /// them (an UPDATE review two of them).
+    #[arg(long, env = "HARBOR_IAM_WEBHOOK_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Time limit for one request, in seconds (the API server waits at most 30).
     #[arg(
@@ -452,7 +453,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_body_bytes: 16 * 1024 * 1024,
+            max_body_bytes: 8 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(20),
