@@ -99,6 +99,13 @@ pub enum Piece<'s> {
 /// the first `)`, the empty name included), an unclosed `$(` and any other `$x` literal text, a
 /// trailing `$` too.
 pub fn pieces(input: &str) -> Vec<Piece<'_>> {
+    // Without a `$` the input is one piece of text (most values are); the empty input, none.
+    if !input.contains('$') {
+        return match input {
+            "" => Vec::new(),
+            text => vec![Piece::Text(text)],
+        };
+    }
     spans(input).into_iter().map(|(p, _)| p).collect()
 }
 
@@ -239,10 +246,11 @@ impl<'a> Env<'a> {
                 }
             })
             .collect();
+        let entries = c.env.as_ref().map_or(0, Vec::len);
         let mut env = Env {
             layers,
-            names: Vec::with_capacity(c.env.as_ref().map_or(0, Vec::len)),
-            entries: Vec::with_capacity(c.env.as_ref().map_or(0, Vec::len)),
+            names: Vec::with_capacity(entries),
+            entries: Vec::with_capacity(entries),
             services,
         };
         let mut budget = EXPANSION_BUDGET;
@@ -347,11 +355,7 @@ impl<'a> Env<'a> {
     /// `expansion.Expand` of `input` against the entries resolved so far.
     fn expand(&self, input: &str, budget: &mut usize) -> Value {
         let pos = self.entries.len();
-        // Without a `$` the value is one piece of text (most values are).
-        let pieces = match input.contains('$') {
-            true => pieces(input),
-            false => vec![Piece::Text(input)],
-        };
+        let pieces = pieces(input);
         // (text, whether it is an undefined name, kept as `$(name)`)
         let literal = !pieces.iter().any(|p| matches!(p, Piece::Ref(_)));
         let mut parts = Vec::with_capacity(pieces.len());
